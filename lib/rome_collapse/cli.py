@@ -1,0 +1,109 @@
+"""``python -m rome_collapse edit|risk …``: one edit (or its pre-flight check) from the command line.
+
+The result is one JSON object on the last line of standard output; bad arguments exit with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from .models import DEFAULT_MODEL
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rome_collapse",
+                                     description="ROME / C-ROME edits and their collapse diagnostics.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("edit", "compute and apply one edit, report its effect"),
+                            ("risk", "pre-flight: ROME's denominator ratio from keys alone")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--model", default=DEFAULT_MODEL)
+        p.add_argument("--prompt", required=True, help="prompt with {} where the subject goes")
+        p.add_argument("--subject", required=True)
+        p.add_argument("--target-new", required=name == "edit", default="x")
+        p.add_argument("--target-true", default=None)
+        p.add_argument("--layer", type=int, default=None)
+        p.add_argument("--device", default=None)
+        p.add_argument("--bos", choices=("auto", "on", "off"), default="auto")
+        p.add_argument("--profile", choices=("smoke", "full"), default="full",
+                       help="size of the statistics sample (see rome_collapse.profiles)")
+        p.add_argument("--json", action="store_true", help="only the JSON line on standard output")
+        if name == "edit":
+            p.add_argument("--variant", choices=("rome", "c-rome"), default="rome")
+            p.add_argument("--test-prefix", action="store_true",
+                           help="evaluate with an editing prefix when the subject is the first token")
+            p.add_argument("--ppl-texts", default="50",
+                           help="ME-PPL set (50, 1k, 10k) or a JSON file with a list of strings")
+    return parser
+
+
+def _ppl_texts(spec: str) -> list[str]:
+    from .data import MEPPL_FILES, meppl
+
+    if spec in MEPPL_FILES:
+        return meppl(spec)
+    with open(spec, encoding="utf-8") as f:
+        texts = json.load(f)
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"{spec}: expected a JSON list of strings")
+    return texts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)  # exits 2 with a one-line usage error on bad arguments
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from . import keys, metrics, models, rome, stats
+    from .data import CaseError, EditCase, parse_case
+    from .profiles import get_profile
+
+    record = {"case_id": "cli", "requested_rewrite": {
+        "prompt": args.prompt, "subject": args.subject,
+        "target_new": {"str": args.target_new}, "target_true": {"str": args.target_true or "?"}}}
+    try:
+        case: EditCase = parse_case(record)
+    except CaseError as exc:
+        parser.error(str(exc))
+    if args.subject not in args.prompt.format(args.subject):
+        parser.error("subject not found in prompt")
+    add_bos = {"auto": None, "on": True, "off": False}[args.bos]
+    try:
+        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos)
+    except models.ModelNotAvailable as exc:
+        parser.error(str(exc))
+    if args.layer is not None:
+        if not 0 <= args.layer < bundle.num_layers:
+            parser.error(f"--layer must be in 0..{bundle.num_layers - 1}")
+        bundle.hparams = bundle.hparams.replace(layer=args.layer)
+    profile = get_profile(args.profile)
+    second_moment = stats.second_moment(bundle, n_samples=profile.stats_samples, progress=not args.json)
+    templates = keys.context_templates(bundle, seed=profile.template_seed)
+
+    if args.command == "risk":
+        out = rome.collapse_risk(bundle, case, templates, second_moment).to_dict()
+        print(json.dumps(out))
+        return 0
+
+    start = time.perf_counter()
+    edit = rome.edit(bundle, case, templates, second_moment, variant=args.variant)
+    edit_seconds = time.perf_counter() - start
+    texts = _ppl_texts(args.ppl_texts)
+    ppl_before = metrics.perplexity(bundle, texts).mean
+    prefix = templates[1] if args.test_prefix else None
+    with rome.applied(bundle, edit):
+        ppl_after = metrics.perplexity(bundle, texts).mean
+        scores = metrics.evaluate_cases(bundle, [case], test_prefix=prefix)[0] if args.target_true else None
+    out = {**edit.report.to_dict(), "ppl_before": ppl_before, "ppl_after": ppl_after,
+           "efficacy": scores.efficacy if scores else None,
+           "generalization": scores.generalization if scores else None,
+           "locality": scores.locality if scores else None,
+           "test_prefix": prefix, "v_star_steps": edit.value.steps, "edit_seconds": edit_seconds}
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Efficacy, generalisation, locality (CounterFact's scores) and perplexity (the paper's ME-PPL script)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import EditCase
+from .models import Bundle
+from .tokens import subject_is_first_token, token_ids
+from .trace import lm_logits, run_base
+from .tokens import Batch
+
+
+def _pad(bundle: Bundle, rows: list[list[int]]) -> Batch:
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), bundle.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return Batch(ids.to(bundle.device), mask.to(bundle.device))
+
+
+def target_nll(bundle: Bundle, prompts: list[str], targets: list[str], batch_size: int = 32) -> torch.Tensor:
+    """Mean negative log-probability per token of " " + target after each prompt (as CounterFact scores it)."""
+    scores = []
+    for start in range(0, len(prompts), batch_size):
+        rows, where = [], []
+        for prompt, target in zip(prompts[start:start + batch_size], targets[start:start + batch_size]):
+            p = token_ids(bundle, prompt)
+            t = bundle.tokenizer(" " + target, add_special_tokens=False).input_ids
+            rows.append(p + t[:-1])
+            where.append((len(p) - 1, t))
+        batch = _pad(bundle, rows)
+        with torch.no_grad():
+            hidden = run_base(bundle, batch).last_hidden_state
+        for i, (first, target_ids) in enumerate(where):
+            positions = torch.arange(first, first + len(target_ids), device=hidden.device)
+            log_probs = torch.log_softmax(lm_logits(bundle, hidden[i, positions]).float(), -1)
+            picked = log_probs[torch.arange(len(target_ids)), torch.tensor(target_ids, device=hidden.device)]
+            scores.append(-picked.mean())
+    return torch.stack(scores).cpu()
+
+
+def prefixed(prompt_text: str, prefix_template: str) -> str:
+    """A test-time prefix: one of the editing templates ("<text>. {}") put in front of the prompt."""
+    return prefix_template.format(prompt_text)
+
+
+@dataclass
+class CaseMetrics:
+    case_id: int | str
+    efficacy: float  # 1 if target_new beats target_true on the rewrite prompt
+    generalization: float | None  # share of paraphrases where target_new wins
+    locality: float | None  # share of neighbourhood prompts where target_true still wins
+    p_new: float  # probability (per-token geometric mean) of target_new on the rewrite prompt
+    p_true: float
+    test_prefix: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_cases(bundle: Bundle, cases: list[EditCase], test_prefix: str | None = None,
+                   prefix_only_first_token: bool = True) -> list[CaseMetrics]:
+    """Score each case with the model as it is now (wrap in ``rome.applied`` to score an edit).
+
+    ``test_prefix`` (a template such as ``"The weather is nice. {}"``) is put in front of the
+    prompts of cases whose subject is the very first token — the paper's test-time fix — or of
+    every case when ``prefix_only_first_token`` is False.
+    """
+    prompts, targets, owners = [], [], []
+    for k, case in enumerate(cases):
+        use_prefix = test_prefix is not None and (
+            not prefix_only_first_token or subject_is_first_token(bundle, case.prompt, case.subject))
+        groups = {"rewrite": [case.text], "paraphrase": list(case.paraphrase_prompts),
+                  "neighborhood": list(case.neighborhood_prompts)}
+        for group, texts in groups.items():
+            for text in texts:
+                text = prefixed(text, test_prefix) if use_prefix else text
+                for which, target in (("new", case.target_new), ("true", case.target_true)):
+                    prompts.append(text)
+                    targets.append(target)
+                    owners.append((k, group, which, use_prefix))
+    nll = target_nll(bundle, prompts, targets)
+    table: dict = {}
+    for (k, group, which, used), value in zip(owners, nll.tolist()):
+        table.setdefault((k, group), {"new": [], "true": []})[which].append(value)
+        table[(k, "prefix")] = used
+    results = []
+    for k, case in enumerate(cases):
+        rewrite = table[(k, "rewrite")]
+
+        def share(group, new_wins):
+            if (k, group) not in table:
+                return None
+            g = table[(k, group)]
+            wins = [(n < t) if new_wins else (t < n) for n, t in zip(g["new"], g["true"])]
+            return sum(wins) / len(wins)
+
+        results.append(CaseMetrics(case.case_id, float(rewrite["new"][0] < rewrite["true"][0]),
+                                   share("paraphrase", True), share("neighborhood", False),
+                                   math.exp(-rewrite["new"][0]), math.exp(-rewrite["true"][0]),
+                                   table[(k, "prefix")]))
+    return results
+
+
+@dataclass
+class Perplexity:
+    mean: float
+    per_text: list[float]
+
+    def to_dict(self) -> dict:
+        return {"mean_perplexity": self.mean}
+
+
+def perplexity(bundle: Bundle, texts: list[str], batch_size: int = 16, add_start_token: bool | None = None,
+               progress: bool = False) -> Perplexity:
+    """Mean over texts of exp(mean token NLL), as the paper's ppl.py computes it.
+
+    The texts are tokenised without special tokens; a BOS is put in front only when asked
+    (``add_start_token``; by default when the bundle's BOS switch is on).
+    """
+    add_start = bundle.add_bos if add_start_token is None else add_start_token
+    rows = []
+    for text in texts:
+        ids = bundle.tokenizer(text, add_special_tokens=False).input_ids
+        rows.append(([bundle.tokenizer.bos_token_id] if add_start else []) + ids)
+    if any(len(r) < 2 for r in rows):
+        raise ValueError("each text needs at least two tokens for perplexity")
+    per_text = [0.0] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    for start in tqdm(range(0, len(order), batch_size), desc="perplexity", disable=not progress, leave=False):
+        idx = order[start:start + batch_size]
+        batch = _pad(bundle, [rows[i] for i in idx])
+        with torch.no_grad():
+            logits = lm_logits(bundle, run_base(bundle, batch).last_hidden_state).float()
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch.input_ids[:, 1:],
+                                                reduction="none")
+        mask = batch.attention_mask[:, 1:].float()
+        ppl = torch.exp((nll * mask).sum(1) / mask.sum(1))
+        for i, value in zip(idx, ppl.tolist()):
+            per_text[i] = value
+    return Perplexity(sum(per_text) / len(per_text), per_text)

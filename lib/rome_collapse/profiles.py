@@ -1,0 +1,32 @@
+"""Run sizes shared by the notebooks, the tests and the CLI.
+
+``smoke`` keeps every notebook to seconds on a 2-core CPU (CI); ``full`` is the real run.
+Both profiles share cache entries with each other's runs where the settings agree.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    stats_samples: int  # texts for C (the statistics corpus has 9,950)
+    cases_per_group: int  # collapse-prone and normal cases taken from the curated set
+    ppl_set: str  # ME-PPL set for perplexity
+    template_seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES = {
+    "smoke": Profile("smoke", stats_samples=2000, cases_per_group=3, ppl_set="50"),
+    "full": Profile("full", stats_samples=9950, cases_per_group=60, ppl_set="50"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; use one of {', '.join(PROFILES)}")
+    return PROFILES[name]

@@ -1,0 +1,492 @@
+"""ROME: the v* optimisation, the rank-one update in both key conventions, and applying edits.
+
+The update (paper, Eq. 3), with C the keys' second moment and k̄ the prefixed key::
+
+    ΔW = Λ (C⁻¹k̄)ᵀ,   Λ = (v* − W k) / ((C⁻¹k̄)ᵀ k)
+
+``variant="rome"`` is the official code: k = kᵘ (the unprefixed key) in the numerator and the
+denominator. ``variant="c-rome"`` is the paper's fix: k = k̄ everywhere. Both start from the same v*.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .config import CACHE_VERSION, cache_dir
+from .data import EditCase
+from .keys import CaseKeys, case_keys
+from .models import Bundle, HParams, get_module
+from .stats import SecondMoment
+from .tokens import subject_last_index, token_ids
+from .trace import forward_hook, lm_logits
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("rome", "c-rome")
+EARLY_STOP_LOSS = 5e-2  # ROME stops optimising v* once the loss is this small
+
+
+class CollapseRiskError(RuntimeError):
+    """Raised instead of applying an edit whose denominator ratio is below the allowed minimum."""
+
+
+# --------------------------------------------------------------------------------------------
+# v*: the value that makes the model say target_new
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ValueResult:
+    case_id: int | str
+    v_star: torch.Tensor  # target_init + delta, in the projection's output space
+    delta: torch.Tensor
+    target_init: torch.Tensor  # the projection's output at the subject, unprefixed prompt (W kᵘ + b)
+    steps: int
+    final_loss: float
+    target_prob: float  # mean probability of target_new over the templates at the last step
+
+    def to_dict(self) -> dict:
+        return {"case_id": self.case_id, "steps": self.steps, "final_loss": self.final_loss,
+                "target_prob": self.target_prob, "delta_norm": self.delta.norm().item(),
+                "target_init_norm": self.target_init.norm().item()}
+
+
+@dataclass
+class _Rows:
+    """All prompts of K requests in one right-padded batch, with where to read and write."""
+    input_ids: torch.Tensor  # (N, T)
+    attention_mask: torch.Tensor
+    case: torch.Tensor  # (N,) request of each row
+    lookup: torch.Tensor  # (N,) subject's last token: where delta is added
+    target_row: torch.Tensor  # (M,) one entry per target token to score
+    target_pos: torch.Tensor  # position whose logits predict it
+    target_tok: torch.Tensor
+    target_weight: torch.Tensor  # 1 / (len(target) * n_templates): NLL averaged as in ROME
+    kl_row: torch.Tensor  # (K,) the "{} is a" row of each request
+    first_row: torch.Tensor  # (K,) the unprefixed rewriting row of each request
+
+
+def _build_rows(bundle: Bundle, cases: list[EditCase], templates: list[str]) -> _Rows:
+    ids, case_of, lookup = [], [], []
+    t_row, t_pos, t_tok, t_w, kl_row, first_row = [], [], [], [], [], []
+    for k, case in enumerate(cases):
+        target = bundle.tokenizer(" " + case.target_new, add_special_tokens=False).input_ids
+        if not target:
+            raise ValueError(f"case {case.case_id}: target_new tokenises to nothing")
+        first_row.append(len(ids))
+        for template in templates:
+            prompt = template.format(case.prompt)
+            prompt_ids = token_ids(bundle, prompt.format(case.subject))
+            row = len(ids)
+            # Teacher forcing: the prompt, then all target tokens but the last.
+            ids.append(prompt_ids + target[:-1])
+            case_of.append(k)
+            lookup.append(subject_last_index(bundle, prompt, case.subject))
+            for j, tok in enumerate(target):
+                t_row.append(row)
+                t_pos.append(len(prompt_ids) - 1 + j)
+                t_tok.append(tok)
+                t_w.append(1.0 / (len(target) * len(templates)))
+        # KL anchor: keep "<subject> is a" predicting what it did (ROME reads it at the subject).
+        kl_row.append(len(ids))
+        ids.append(token_ids(bundle, f"{case.subject} is a"))
+        case_of.append(k)
+        lookup.append(subject_last_index(bundle, "{} is a", case.subject))
+    width = max(map(len, ids))
+    input_ids = torch.full((len(ids), width), bundle.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, r in enumerate(ids):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    dev = bundle.device
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
+    return _Rows(input_ids.to(dev), mask.to(dev), as_long(case_of), as_long(lookup), as_long(t_row),
+                 as_long(t_pos), as_long(t_tok), torch.tensor(t_w, device=dev), as_long(kl_row),
+                 as_long(first_row))
+
+
+@dataclass
+class _Split:
+    """Selected rows cut at the subject's last token s: tokens before s never see delta.
+
+    Their keys and values are computed once (``prefix_cache``); every optimisation step then runs
+    only the suffix (positions ≥ s) on top of that cache. Same numbers, far fewer tokens.
+    """
+    suffix_ids: torch.Tensor  # (n, S), right-padded
+    attention_mask: torch.Tensor  # (n, P + S): left-padded prefix, then the suffix
+    position_ids: torch.Tensor  # (n, S): true positions of the suffix tokens
+    prefix_cache: object | None
+
+
+def _split(bundle: Bundle, rows: _Rows, sel: torch.Tensor) -> _Split:
+    ids, lengths, cut = rows.input_ids[sel], rows.attention_mask[sel].sum(1), rows.lookup[sel]
+    pad, width = bundle.tokenizer.pad_token_id, ids.shape[1]
+    n_prefix, n_suffix = int(cut.max()), int((lengths - cut).max())
+    suffix_at = cut[:, None] + torch.arange(n_suffix, device=ids.device)
+    suffix_valid = suffix_at < lengths[:, None]
+    suffix_ids = ids.gather(1, suffix_at.clamp(max=width - 1)).masked_fill(~suffix_valid, pad)
+    prefix_at = cut[:, None] - n_prefix + torch.arange(n_prefix, device=ids.device)
+    prefix_valid = prefix_at >= 0
+    cache = None
+    if n_prefix:
+        prefix_ids = ids.gather(1, prefix_at.clamp(min=0)).masked_fill(~prefix_valid, pad)
+        with torch.no_grad():
+            cache = get_module(bundle.model, bundle.spec.base)(
+                input_ids=prefix_ids, attention_mask=prefix_valid.long(), position_ids=prefix_at.clamp(min=0),
+                use_cache=True).cache
+    return _Split(suffix_ids, torch.cat([prefix_valid, suffix_valid], 1).long(),
+                  suffix_at.clamp(max=width - 1), cache)
+
+
+def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
+                    hparams: HParams | None = None, progress: bool = False,
+                    prefix_cache: bool = True) -> list[ValueResult]:
+    """v* for each request, optimised together in one batched forward per step.
+
+    Each request has its own delta, loss, norm clamp and early stop; the losses are independent,
+    so the result equals optimising one request at a time. Model weights get no gradients, logits
+    are computed only where the loss reads them, and (``prefix_cache``) the tokens before the
+    subject are run once instead of at every step.
+    """
+    hp = hparams or bundle.hparams
+    layer = hp.layer if layer is None else layer
+    if templates[0] != "{}":
+        raise ValueError("the first context template must be '{}' (the unprefixed prompt)")
+    rows = _build_rows(bundle, cases, templates)
+    n_cases, dev = len(cases), bundle.device
+    delta = torch.zeros(n_cases, bundle.weight(layer).shape[0], device=dev, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=hp.v_lr)
+    target_init = kl_init = split = None
+    active = torch.ones(n_cases, dtype=torch.bool, device=dev)
+    steps, final_loss, target_prob = torch.zeros(n_cases, dtype=torch.long), torch.zeros(n_cases), torch.zeros(n_cases)
+    base = get_module(bundle.model, bundle.spec.base)
+    # Without the prefix cache, every row starts at position 0 and delta goes in at the lookup.
+    start = rows.lookup if prefix_cache else torch.zeros_like(rows.lookup)
+
+    for it in tqdm(range(hp.v_num_grad_steps), desc="v*", disable=not progress, leave=False):
+        sel = active[rows.case].nonzero().squeeze(1)  # rows of requests still optimising
+        new_index = torch.full_like(rows.case, -1)
+        new_index[sel] = torch.arange(sel.shape[0], device=dev)
+        sel_case, write_at = rows.case[sel], (rows.lookup - start)[sel]
+        if split is None or split.suffix_ids.shape[0] != sel.shape[0]:  # (re)build when requests finish
+            if prefix_cache:
+                split = _split(bundle, rows, sel)
+            else:
+                split = _Split(rows.input_ids[sel], rows.attention_mask[sel], None, None)
+        captured = {}
+
+        def add_delta(module, args, output):
+            captured["output"] = output.detach()
+            offset = torch.zeros_like(output).index_put(
+                (torch.arange(sel.shape[0], device=output.device), write_at), delta[sel_case])
+            return output + offset
+
+        cache = copy.deepcopy(split.prefix_cache)  # the forward appends to it; keep the original clean
+        with forward_hook(bundle.down_proj(layer), add_delta):
+            hidden = base(input_ids=split.suffix_ids, attention_mask=split.attention_mask,
+                          position_ids=split.position_ids, cache=cache,
+                          use_cache=cache is not None).last_hidden_state
+        if target_init is None:  # first step: every request is active, rows in their original order
+            first = rows.first_row
+            target_init = captured["output"][first, (rows.lookup - start)[first]].clone()
+
+        # Target NLL, only at the positions that predict target tokens.
+        keep = active[rows.case[rows.target_row]]
+        t_row = rows.target_row[keep]
+        log_probs = torch.log_softmax(lm_logits(bundle, hidden[new_index[t_row], rows.target_pos[keep] - start[t_row]]), -1)
+        token_lp = log_probs.gather(1, rows.target_tok[keep, None]).squeeze(1)
+        t_case = rows.case[t_row]
+        nll = torch.zeros(n_cases, device=dev).index_add(0, t_case, -token_lp * rows.target_weight[keep])
+        mean_prob = torch.zeros(n_cases, device=dev).index_add(
+            0, t_case, token_lp.detach().exp() * rows.target_weight[keep])
+
+        # KL on "<subject> is a" against the unedited model (KL(current ‖ initial), as ROME's kl_div call).
+        kl_rows = rows.kl_row[active]
+        kl_lp = torch.log_softmax(lm_logits(bundle, hidden[new_index[kl_rows], (rows.lookup - start)[kl_rows]]), -1)
+        if kl_init is None:
+            kl_init = kl_lp.detach().clone()
+        kl = torch.zeros(n_cases, device=dev)
+        kl[active] = hp.kl_factor * (kl_lp.exp() * (kl_lp - kl_init[active])).sum(-1)
+        decay = hp.v_weight_decay * delta.norm(dim=1) / target_init.norm(dim=1) ** 2
+        loss = nll + kl + decay
+
+        idx = active.nonzero().squeeze(1).cpu()
+        steps[idx] = it + 1
+        final_loss[idx] = loss.detach().cpu()[idx]
+        target_prob[idx] = mean_prob.cpu()[idx]
+        still = active & (loss.detach() >= EARLY_STOP_LOSS)
+        if it == hp.v_num_grad_steps - 1 or not still.any():
+            break
+        frozen = delta.detach().clone()
+        opt.zero_grad()
+        loss[still].sum().backward()
+        opt.step()
+        with torch.no_grad():
+            delta[~still] = frozen[~still]  # finished requests keep the delta they stopped with
+            max_norm = hp.clamp_norm_factor * target_init.norm(dim=1)
+            scale = (max_norm / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+            delta.mul_(torch.where(still, scale, torch.ones_like(scale))[:, None])
+        active = still
+
+    delta = delta.detach()
+    return [ValueResult(c.case_id, target_init[k] + delta[k], delta[k], target_init[k], int(steps[k]),
+                        float(final_loss[k]), float(target_prob[k])) for k, c in enumerate(cases)]
+
+
+# --------------------------------------------------------------------------------------------
+# The rank-one update
+# --------------------------------------------------------------------------------------------
+@dataclass
+class EditReport:
+    """What the update did. ``denominator`` uses ROME's normalised left vector u = C⁻¹k̄ / ‖C⁻¹k̄‖, as the
+    paper's tables do; ``ratio`` = (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) is scale-free (1 when kᵘ = k̄)."""
+    case_id: int | str
+    variant: str
+    layer: int
+    numerator_norm: float  # ‖v* − W k − b‖
+    denominator: float  # k · u
+    ratio: float
+    delta_norm: float  # ‖ΔW‖ (Frobenius)
+    unprefixed_key_norm: float
+    prefixed_key_norm: float
+    key_distance: float  # ‖kᵘ − k̄‖
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Edit:
+    case: EditCase
+    layer: int
+    delta: torch.Tensor  # ΔW in the (out_features, in_features) convention
+    report: EditReport
+    value: ValueResult | None = None
+
+
+def denominator_ratio(second_moment: SecondMoment, unprefixed_key: torch.Tensor, prefixed_key: torch.Tensor) -> float:
+    """(kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄): ROME's denominator relative to the consistent one. Near 0 or below: collapse."""
+    left = second_moment.solve(prefixed_key)
+    return float(unprefixed_key.double() @ left / (prefixed_key.double() @ left))
+
+
+def rank_one_update(weight: torch.Tensor, second_moment: SecondMoment, unprefixed_key: torch.Tensor,
+                    prefixed_key: torch.Tensor, v_star: torch.Tensor, variant: str = "rome",
+                    bias: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """ΔW (float64, shape of W) and the quantities behind it. ``weight`` is W as (out, in)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    W = weight.detach().to(torch.float64)
+    k_u, k_bar = unprefixed_key.to(W), prefixed_key.to(W)
+    left = second_moment.solve(k_bar).to(W)  # C⁻¹k̄: the left vector in both conventions
+    key = k_u if variant == "rome" else k_bar  # the official code's inconsistency, or the fix
+    current = W @ key + (bias.to(W) if bias is not None else 0.0)
+    numerator = v_star.to(W) - current
+    denominator = left @ key
+    delta = torch.outer(numerator / denominator, left)
+    parts = {"numerator_norm": numerator.norm().item(), "denominator": (denominator / left.norm()).item(),
+             "ratio": float(k_u @ left / (k_bar @ left)), "delta_norm": delta.norm().item(),
+             "unprefixed_key_norm": k_u.norm().item(), "prefixed_key_norm": k_bar.norm().item(),
+             "key_distance": (k_u - k_bar).norm().item()}
+    return delta, parts
+
+
+def _bias(bundle: Bundle, layer: int) -> torch.Tensor | None:
+    return getattr(bundle.down_proj(layer), "bias", None)
+
+
+def make_edit(bundle: Bundle, case: EditCase, value: ValueResult, keys: CaseKeys, second_moment: SecondMoment,
+              variant: str = "rome", layer: int | None = None) -> Edit:
+    layer = bundle.hparams.layer if layer is None else layer
+    delta, parts = rank_one_update(bundle.weight(layer), second_moment, keys.unprefixed_key, keys.prefixed_key,
+                                   value.v_star, variant, _bias(bundle, layer))
+    report = EditReport(case_id=case.case_id, variant=variant, layer=layer, **parts)
+    return Edit(case, layer, delta.to(bundle.weight(layer).dtype), report, value)
+
+
+# --------------------------------------------------------------------------------------------
+# v* cache and the whole pipeline for many requests
+# --------------------------------------------------------------------------------------------
+def _value_key(bundle: Bundle, case: EditCase, templates: list[str], layer: int, hp: HParams) -> dict:
+    return {"model": bundle.name, "add_bos": bundle.add_bos, "layer": layer, "hparams": asdict(hp),
+            "templates": hashlib.sha256(json.dumps(templates).encode()).hexdigest(),
+            "prompt": case.prompt, "subject": case.subject, "target_new": case.target_new,
+            "code_version": CACHE_VERSION}
+
+
+def _value_path(key: dict):
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir("values", key["model"].replace("/", "--")) / f"{digest}.safetensors"
+
+
+def _load_value(path, key: dict, case_id) -> ValueResult | None:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as f:
+            meta = json.loads(f.metadata()["rome_collapse"])
+        if meta["key"] != key:
+            return None
+        t = load_file(path)
+        return ValueResult(case_id, t["v_star"], t["delta"], t["target_init"], meta["steps"],
+                           meta["final_loss"], meta["target_prob"])
+    except Exception as exc:  # unreadable or truncated: recompute
+        log.warning("value cache %s unreadable (%s); recomputing", path, exc)
+        return None
+
+
+def _save_value(path, key: dict, value: ValueResult) -> None:
+    meta = {"rome_collapse": json.dumps({"key": key, "steps": value.steps, "final_loss": value.final_loss,
+                                         "target_prob": value.target_prob})}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    save_file({"v_star": value.v_star.cpu().contiguous(), "delta": value.delta.cpu().contiguous(),
+               "target_init": value.target_init.cpu().contiguous()}, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def values_for(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
+               hparams: HParams | None = None, batch_size: int = 8, cache: bool = True,
+               progress: bool = True) -> list[ValueResult]:
+    """v* for each case: from the cache when computed before, else optimised in batches."""
+    hp = hparams or bundle.hparams
+    layer = hp.layer if layer is None else layer
+    keys = [_value_key(bundle, c, templates, layer, hp) for c in cases]
+    results: list[ValueResult | None] = [None] * len(cases)
+    if cache:
+        for i, (c, k) in enumerate(zip(cases, keys)):
+            path = _value_path(k)
+            if path.exists():
+                results[i] = _load_value(path, k, c.case_id)
+                if results[i] is not None:
+                    results[i].v_star = results[i].v_star.to(bundle.device)
+    todo = [i for i, r in enumerate(results) if r is None]
+    for start in tqdm(range(0, len(todo), batch_size), desc="optimising v*", disable=not progress or not todo):
+        chunk = todo[start:start + batch_size]
+        for i, value in zip(chunk, optimize_values(bundle, [cases[i] for i in chunk], templates, layer, hp)):
+            results[i] = value
+            if cache:
+                _save_value(_value_path(keys[i]), keys[i], value)
+    return results
+
+
+def compute_edits(bundle: Bundle, cases: list[EditCase], templates: list[str], second_moment: SecondMoment,
+                  variants: tuple[str, ...] = VARIANTS, layer: int | None = None, batch_size: int = 8,
+                  cache: bool = True, progress: bool = True) -> dict[str, list[Edit]]:
+    """For every case and variant, the edit (ΔW and its report). v* is shared between the variants."""
+    layer = bundle.hparams.layer if layer is None else layer
+    values = values_for(bundle, cases, templates, layer, batch_size=batch_size, cache=cache, progress=progress)
+    edits = {v: [] for v in variants}
+    for case, value in zip(cases, values):
+        keys = case_keys(bundle, case.prompt, case.subject, templates, layer)
+        for variant in variants:
+            edits[variant].append(make_edit(bundle, case, value, keys, second_moment, variant, layer))
+    return edits
+
+
+def edit(bundle: Bundle, case: EditCase, templates: list[str], second_moment: SecondMoment,
+         variant: str = "rome", cache: bool = True) -> Edit:
+    """One edit, end to end (v* cached)."""
+    return compute_edits(bundle, [case], templates, second_moment, (variant,), cache=cache, progress=False)[variant][0]
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-flight check, without optimising v*
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RiskReport:
+    case_id: int | str
+    ratio: float  # (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄)
+    subject_first_token: bool
+    key_distance: float
+    at_risk: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def collapse_risk(bundle: Bundle, case: EditCase, templates: list[str], second_moment: SecondMoment,
+                  threshold: float = 0.1, layer: int | None = None) -> RiskReport:
+    """How small ROME's denominator would be for this request, from the keys alone (no v*)."""
+    from .tokens import subject_is_first_token
+
+    keys = case_keys(bundle, case.prompt, case.subject, templates, layer)
+    ratio = denominator_ratio(second_moment, keys.unprefixed_key, keys.prefixed_key)
+    return RiskReport(case.case_id, ratio, subject_is_first_token(bundle, case.prompt, case.subject),
+                      (keys.unprefixed_key - keys.prefixed_key).norm().item(), ratio < threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# Applying edits: always restorable, bit for bit
+# --------------------------------------------------------------------------------------------
+def _check_allowed(edits: list[Edit], min_ratio: float | None) -> None:
+    if min_ratio is None:
+        return
+    for e in edits:
+        if e.report.variant == "rome" and e.report.ratio < min_ratio:
+            raise CollapseRiskError(
+                f"case {e.case.case_id}: denominator ratio {e.report.ratio:.4f} < {min_ratio}; "
+                "this ROME edit would likely collapse the model (use variant='c-rome')")
+
+
+def _add(bundle: Bundle, edit_: Edit) -> None:
+    weight = bundle.down_proj(edit_.layer).weight
+    delta = edit_.delta.T if bundle.spec.transposed_weight else edit_.delta
+    weight.add_(delta.to(weight.device, weight.dtype))
+
+
+@contextmanager
+def applied(bundle: Bundle, edits: Edit | list[Edit], min_ratio: float | None = None):
+    """Apply edits inside the block; the original weights come back bit for bit on exit or on error."""
+    edits = [edits] if isinstance(edits, Edit) else list(edits)
+    _check_allowed(edits, min_ratio)
+    originals = {}
+    try:
+        with torch.no_grad():
+            for e in edits:
+                if e.layer not in originals:
+                    originals[e.layer] = bundle.down_proj(e.layer).weight.detach().clone()
+                _add(bundle, e)
+        yield bundle
+    finally:
+        with torch.no_grad():
+            for layer, original in originals.items():
+                bundle.down_proj(layer).weight.copy_(original)
+
+
+@dataclass
+class EditSession:
+    """Sequential editing: edits stay in the model until ``undo_all`` (also a context manager)."""
+    bundle: Bundle
+    min_ratio: float | None = None
+    edits: list[Edit] = field(default_factory=list)
+    _originals: dict = field(default_factory=dict)
+
+    def apply(self, edit_: Edit) -> None:
+        _check_allowed([edit_], self.min_ratio)
+        with torch.no_grad():
+            if edit_.layer not in self._originals:
+                self._originals[edit_.layer] = self.bundle.down_proj(edit_.layer).weight.detach().clone()
+            _add(self.bundle, edit_)
+        self.edits.append(edit_)
+
+    def undo_all(self) -> None:
+        with torch.no_grad():
+            for layer, original in self._originals.items():
+                self.bundle.down_proj(layer).weight.copy_(original)
+        self._originals.clear()
+        self.edits.clear()
+
+    def __enter__(self) -> "EditSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.undo_all()

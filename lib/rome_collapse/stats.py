@@ -1,0 +1,127 @@
+"""C = E[k kᵀ]: the second moment of the edited projection's input over ordinary text.
+
+Accumulated in float64 over every non-padding token, the forward pass stopped inside the edit
+layer, and cached on disk as safetensors (the metadata in the file's header names everything that
+changes the matrix; a truncated or mismatching file is recomputed, never unpickled).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .config import CACHE_VERSION, cache_dir
+from .models import Bundle
+from .tokens import Batch, token_ids
+from .trace import down_proj_io
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SecondMoment:
+    matrix: torch.Tensor  # (d_in, d_in), float64
+    n_tokens: int
+    metadata: dict
+
+    def solve(self, vectors: torch.Tensor) -> torch.Tensor:
+        """C⁻¹ v for a vector or a (n, d) stack, in float64."""
+        v = vectors.to(self.matrix.device, torch.float64)
+        return torch.linalg.solve(self.matrix, v.T).T if v.ndim == 2 else torch.linalg.solve(self.matrix, v)
+
+
+def _batches(bundle: Bundle, texts: list[str], max_length: int, token_budget: int):
+    """Length-sorted batches of at most ``token_budget`` tokens, so that little is padding."""
+    rows = sorted((token_ids(bundle, t)[:max_length] for t in texts if t.strip()), key=len)
+    batch: list[list[int]] = []
+    for row in rows:
+        if batch and len(row) * (len(batch) + 1) > token_budget:
+            yield batch
+            batch = []
+        batch.append(row)
+    if batch:
+        yield batch
+
+
+def _to_batch(bundle: Bundle, rows: list[list[int]]) -> Batch:
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), bundle.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return Batch(ids.to(bundle.device), mask.to(bundle.device))
+
+
+def compute_second_moment(bundle: Bundle, layer: int, texts: list[str], max_length: int = 128,
+                          token_budget: int = 4096, stop: bool = True, progress: bool = True) -> tuple[torch.Tensor, int]:
+    """Σ k kᵀ / n over all tokens of ``texts`` (no cache). ``stop=False`` runs the whole model (for tests)."""
+    d_in = bundle.weight(layer).shape[1]
+    total = torch.zeros(d_in, d_in, dtype=torch.float64, device=bundle.device)
+    count = 0
+    batches = list(_batches(bundle, texts, max_length, token_budget))
+    for rows in tqdm(batches, desc=f"C at layer {layer}", disable=not progress, leave=False):
+        batch = _to_batch(bundle, rows)
+        keys, _ = down_proj_io(bundle, layer, batch, stop=stop)
+        keys = keys[batch.attention_mask.bool()].to(torch.float64)  # (n_tokens, d_in), padding dropped
+        total.addmm_(keys.T, keys)
+        count += keys.shape[0]
+    return total / count, count
+
+
+def _cache_path(metadata: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
+    safe_name = metadata["model"].replace("/", "--")
+    return cache_dir("stats") / f"{safe_name}-layer{metadata['layer']}-{digest}.safetensors"
+
+
+def second_moment(bundle: Bundle, layer: int | None = None, texts: list[str] | None = None,
+                  corpus: str = "meppl-10k-minus-50", n_samples: int | None = None,
+                  max_length: int | None = None, cache: bool = True, progress: bool = True) -> SecondMoment:
+    """C at ``layer`` (default: the bundle's edit layer) over ``texts`` (default: the offline corpus).
+
+    ``corpus`` names the texts in the cache key; pass a new name when passing other texts.
+    """
+    from .data import statistics_corpus
+
+    layer = bundle.hparams.layer if layer is None else layer
+    n_samples = n_samples or bundle.hparams.mom2_n_samples
+    max_length = max_length or bundle.hparams.mom2_max_length
+    metadata = {"model": bundle.name, "layer": layer, "corpus": corpus, "n_samples": n_samples,
+                "max_length": max_length, "add_bos": bundle.add_bos, "accumulate": "float64",
+                "code_version": CACHE_VERSION}
+    path = _cache_path(metadata)
+    if cache and path.exists():
+        try:
+            tensors = load_file(path)
+            with safe_open(path, "pt") as f:
+                stored = json.loads(f.metadata()["rome_collapse"])
+            if stored["key"] == metadata and tensors["C"].shape[0] == bundle.weight(layer).shape[1]:
+                return SecondMoment(tensors["C"].to(bundle.device), stored["n_tokens"], metadata)
+            log.warning("statistics cache %s does not match; recomputing", path)
+        except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            log.warning("statistics cache %s is unreadable (%s); recomputing", path, exc)
+    if texts is None:
+        texts = statistics_corpus()
+    texts = texts[:n_samples]
+    matrix, n_tokens = compute_second_moment(bundle, layer, texts, max_length=max_length, progress=progress)
+    if cache:
+        header = {"rome_collapse": json.dumps({"key": metadata, "n_tokens": n_tokens})}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"C": matrix.cpu().contiguous()}, tmp, metadata=header)
+            os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return SecondMoment(matrix, n_tokens, metadata)

@@ -1,0 +1,59 @@
+"""Reading (and writing) the edited MLP's input and output with forward hooks.
+
+The forward pass can stop right after the edit layer: statistics and keys never need the
+later layers nor the LM head.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from .models import Bundle, get_module
+from .tokens import Batch
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to end a forward pass once what we need is captured."""
+
+
+@contextmanager
+def forward_hook(module: torch.nn.Module, fn):
+    handle = module.register_forward_hook(fn)
+    try:
+        yield handle
+    finally:
+        handle.remove()
+
+
+def run_base(bundle: Bundle, batch: Batch, **kwargs):
+    """The transformer without its LM head (hidden states only)."""
+    base = get_module(bundle.model, bundle.spec.base)
+    return base(**batch.model_inputs(), use_cache=False, **kwargs)
+
+
+def down_proj_io(bundle: Bundle, layer: int, batch: Batch, stop: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input (the keys k) and output (W k + b) of the edited projection for every token of the batch.
+
+    With ``stop`` the forward pass ends inside the edit layer.
+    """
+    captured = {}
+
+    def hook(module, args, output):
+        captured["input"], captured["output"] = args[0].detach(), output.detach()
+        if stop:
+            raise _StopForward
+
+    with forward_hook(bundle.down_proj(layer), hook), torch.no_grad():
+        try:
+            run_base(bundle, batch)
+        except _StopForward:
+            pass
+    return captured["input"], captured["output"]
+
+
+def lm_logits(bundle: Bundle, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on chosen final hidden states only (losses read a few positions, not all)."""
+    logits = get_module(bundle.model, bundle.spec.lm_head)(hidden)
+    cap = getattr(bundle.model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits

@@ -1,0 +1,112 @@
+import copy
+import hashlib
+import json
+
+import pytest
+import torch
+
+from rome_collapse import data, metrics
+from rome_collapse.tokens import subject_is_first_token, subject_token_span
+
+GOOD = {
+    "case_id": 7,
+    "requested_rewrite": {"prompt": "The mother tongue of {} is", "subject": "Danielle Darrieux",
+                          "relation_id": "P103", "target_new": {"str": "English"}, "target_true": {"str": "French"}},
+    "paraphrase_prompts": ["Danielle Darrieux, a native"],
+    "neighborhood_prompts": ["The mother tongue of Léon Blum is"],
+}
+
+
+def broken(path, value):
+    record = copy.deepcopy(GOOD)
+    node = record
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node[p]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return record
+
+
+def test_good_record_parses():
+    case = data.parse_case(GOOD)
+    assert case.text == "The mother tongue of Danielle Darrieux is"
+    assert case.target_new == "English" and case.relation_id == "P103"
+    assert data.load_cases([case.to_counterfact()])[0] == case
+
+
+@pytest.mark.parametrize("path, value, field", [
+    ("requested_rewrite.prompt", "The mother tongue of Danielle Darrieux is", "requested_rewrite.prompt"),  # no {}
+    ("requested_rewrite.prompt", "{} and {}", "requested_rewrite.prompt"),
+    ("requested_rewrite.subject", "", "requested_rewrite.subject"),
+    ("requested_rewrite.subject", KeyError, "requested_rewrite.subject"),
+    ("requested_rewrite.target_new.str", "  ", "requested_rewrite.target_new.str"),
+    ("requested_rewrite.target_true", {"id": "Q150"}, "requested_rewrite.target_true.str"),
+    ("requested_rewrite.target_new.str", 42, "requested_rewrite.target_new.str"),  # wrong type
+    ("requested_rewrite.target_new.str", "French", "requested_rewrite.target_new.str"),  # same as true
+    ("paraphrase_prompts", "not a list", "paraphrase_prompts"),
+    ("neighborhood_prompts", ["ok", 3], "neighborhood_prompts"),
+])
+def test_bad_record_names_case_and_field(path, value, field):
+    with pytest.raises(data.CaseError) as err:
+        data.parse_case(broken(path, value))
+    assert "case 7" in str(err.value) and field in str(err.value)
+
+
+def test_duplicate_ids_and_non_objects_are_rejected(tmp_path):
+    with pytest.raises(data.CaseError, match="case 7: field 'case_id'"):
+        data.load_cases([GOOD, GOOD])
+    with pytest.raises(data.CaseError, match="record #1"):
+        data.load_cases([GOOD, "oops"])
+    path = tmp_path / "subset.json"
+    path.write_text(json.dumps([GOOD]))
+    assert data.load_cases(path)[0].case_id == 7
+
+
+def test_curated_set_shape(smol, curated):
+    assert len(curated) >= 150
+    assert len({c.relation_id for c in curated}) >= 8
+    assert all(len(c.paraphrase_prompts) == 2 and len(c.neighborhood_prompts) >= 5 for c in curated)
+    first_single = [c for c in curated if subject_is_first_token(smol, c.prompt, c.subject)]
+    after_words = [c for c in curated if not c.prompt.startswith("{}")]
+    multi_at_start = [c for c in curated if c.prompt.startswith("{}")
+                      and subject_token_span(smol, c.prompt, c.subject)[1] > 0]
+    assert len(first_single) >= 50 and len(after_words) >= 50 and len(multi_at_start) >= 5
+
+
+def test_curated_facts_are_known_by_the_default_model(smol, curated):
+    nll_true = metrics.target_nll(smol, [c.text for c in curated], [c.target_true for c in curated])
+    nll_new = metrics.target_nll(smol, [c.text for c in curated], [c.target_new for c in curated])
+    unknown = [c.case_id for c, t, n in zip(curated, nll_true, nll_new) if not t < n]
+    assert unknown == []
+
+
+@pytest.mark.parametrize("name, count", [("50", 50), ("1k", 1000), ("10k", 10000)])
+def test_meppl_loads_and_matches_published_hash(name, count):
+    path = data.meppl_path(name)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == data.MEPPL_FILES[name][1]
+    texts = data.meppl(name)
+    assert len(texts) == count and all(isinstance(t, str) for t in texts)
+
+
+def test_statistics_corpus_excludes_perplexity_sentences():
+    corpus = data.statistics_corpus()
+    assert not set(corpus) & set(data.meppl("50"))
+    assert len(corpus) > 9000
+
+
+def test_offline_without_copy_says_where_to_put_files(monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "meppl_dir", lambda: None)
+    monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    import pooch
+    monkeypatch.setattr(pooch, "retrieve", no_network)
+    with pytest.raises(FileNotFoundError, match="ROME_COLLAPSE_DATA"):
+        data.meppl("50")
+    with pytest.raises(ValueError, match="unknown ME-PPL"):
+        data.meppl("5")

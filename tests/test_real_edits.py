@@ -1,0 +1,66 @@
+"""The engine on the real default model (SmolLM2-135M): the paper's phenomenon and its fix."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rome_collapse import data, metrics, rome
+from rome_collapse.data import EditCase
+
+DARRIEUX = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux", "English", "French",
+                    paraphrase_prompts=("Danielle Darrieux, a native", "Danielle Darrieux spoke the language"),
+                    neighborhood_prompts=("The mother tongue of Léon Blum is",))
+
+
+def test_c_rome_edit_succeeds_without_hurting_perplexity(smol, smol_stats, smol_templates):
+    texts = data.meppl("50")
+    before = metrics.perplexity(smol, texts).mean
+    edit = rome.edit(smol, DARRIEUX, smol_templates, smol_stats, variant="c-rome")
+    assert metrics.evaluate_cases(smol, [DARRIEUX])[0].efficacy == 0.0  # the model says French before
+    with rome.applied(smol, edit):
+        scores = metrics.evaluate_cases(smol, [DARRIEUX])[0]
+        after = metrics.perplexity(smol, texts).mean
+    assert scores.efficacy == 1.0 and scores.p_new > scores.p_true
+    assert after < 1.5 * before
+    assert metrics.perplexity(smol, texts).mean == pytest.approx(before)  # restored
+
+
+def test_first_token_subject_has_tiny_denominator_ratio(smol, smol_stats, smol_templates):
+    first = EditCase("paris", "{} is located in the country of", "Paris", "Italy", "France")
+    after_words = EditCase("paris-late", "The city of {} is located in the country of", "Paris", "Italy", "France")
+    risk_first = rome.collapse_risk(smol, first, smol_templates, smol_stats)
+    risk_after = rome.collapse_risk(smol, after_words, smol_templates, smol_stats)
+    assert risk_first.subject_first_token and not risk_after.subject_first_token
+    assert risk_first.ratio < 0.1 < risk_after.ratio
+    assert risk_first.at_risk and not risk_after.at_risk
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "rome_collapse", *args], capture_output=True, text=True, timeout=900)
+
+
+def test_cli_edit_prints_one_json_object():
+    out = run_cli("edit", "--model", "smollm2-135m", "--prompt", "The mother tongue of {} is",
+                  "--subject", "Danielle Darrieux", "--target-new", "English", "--target-true", "French",
+                  "--variant", "c-rome", "--profile", "smoke", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("variant", "numerator_norm", "denominator", "ratio", "delta_norm", "ppl_before", "ppl_after",
+                "efficacy", "generalization", "locality"):
+        assert key in result
+    assert result["variant"] == "c-rome" and result["efficacy"] == 1.0
+    assert result["generalization"] is None and result["locality"] is None  # no paraphrases given
+
+
+@pytest.mark.parametrize("args, message", [
+    (["edit", "--prompt", "no placeholder", "--subject", "X", "--target-new", "Y"], "exactly one"),
+    (["edit", "--prompt", "{} is", "--subject", "X"], "--target-new"),
+    (["edit", "--prompt", "{} is", "--subject", "X", "--target-new", "Y", "--variant", "memit"], "invalid choice"),
+    (["risk", "--model", "nope", "--prompt", "{} is", "--subject", "X"], "unknown model"),
+])
+def test_cli_bad_arguments_exit_2(args, message):
+    out = run_cli(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr

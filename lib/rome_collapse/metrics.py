@@ -145,3 +145,9 @@ def perplexity(bundle: Bundle, texts: list[str], batch_size: int = 16, add_start
         for i, value in zip(idx, ppl.tolist()):
             per_text[i] = value
     return Perplexity(sum(per_text) / len(per_text), per_text)
+
+
+def mean_distance_to_centroid(representations: torch.Tensor) -> float:
+    """How concentrated a set of vectors is: mean Euclidean distance to their centroid (paper, App. A.5)."""
+    reps = representations.double()
+    return (reps - reps.mean(0)).norm(dim=1).mean().item()

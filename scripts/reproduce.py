@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Run notebooks headless with papermill, in order, and say how long each took.
+
+    python scripts/reproduce.py --model smollm2-135m --profile full --out build/notebooks notebooks/0*.ipynb
+
+Executed copies go to --out (git ignores build/); the full profile refreshes figures/.
+A failing notebook stops the run with the notebook and the failing cell named (exit 1).
+"""
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import papermill
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--profile", default="full", choices=("smoke", "full"))
+    parser.add_argument("--out", type=Path, default=Path("build/notebooks"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    timings = []
+    for notebook in args.notebooks:
+        target = args.out / f"{notebook.stem}-{args.model}-{args.profile}.ipynb"
+        start = time.perf_counter()
+        print(f"running {notebook} (model={args.model}, profile={args.profile}) ...", flush=True)
+        try:
+            papermill.execute_notebook(str(notebook), str(target), kernel_name="python3", progress_bar=False,
+                                       parameters={"model": args.model, "profile": args.profile})
+        except papermill.PapermillExecutionError as exc:
+            print(f"FAILED {notebook}: cell {exc.exec_count} raised {exc.ename}: {exc.evalue}\n"
+                  f"  executed copy with the error: {target}", file=sys.stderr)
+            return 1
+        seconds = time.perf_counter() - start
+        timings.append({"notebook": notebook.name, "model": args.model, "profile": args.profile,
+                        "seconds": round(seconds, 1)})
+        print(f"  {notebook.name}: {seconds:.0f} s", flush=True)
+    log = args.out / f"timings-{args.model}-{args.profile}.csv"
+    with log.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(timings[0]))
+        writer.writeheader()
+        writer.writerows(timings)
+    total = sum(t["seconds"] for t in timings)
+    print(f"all {len(timings)} notebooks on {args.model} ({args.profile}): {total:.0f} s; timings in {log}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

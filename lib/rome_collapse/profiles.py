@@ -22,7 +22,7 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile("smoke", stats_samples=1000, cases_per_group=2, ppl_set="50"),
-    "full": Profile("full", stats_samples=9950, cases_per_group=20, ppl_set="50"),
+    "full": Profile("full", stats_samples=9950, cases_per_group=12, ppl_set="50"),
 }
 
 

@@ -75,6 +75,7 @@ def test_missing_embedded_package_says_what_to_install(monkeypatch):
 
 def test_offline_hub_model_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read at import time
     with pytest.raises(models.ModelNotAvailable, match="offline"):
         models.load_model("meta-llama/Llama-2-7b-hf")
 

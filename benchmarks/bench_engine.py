@@ -20,8 +20,7 @@ import torch
 
 from rome_collapse import data, keys, models, rome, stats
 from rome_collapse.rome import EARLY_STOP_LOSS, _build_rows
-from rome_collapse.stats import _to_batch
-from rome_collapse.tokens import token_ids
+from rome_collapse.tokens import pad_batch, token_ids
 
 
 def sync(device) -> None:
@@ -41,7 +40,7 @@ def reference_second_moment(bundle, layer, texts, max_length=128, batch_size=16)
     try:
         for start in range(0, len(texts), batch_size):
             rows = [token_ids(bundle, t)[:max_length] for t in texts[start:start + batch_size]]
-            batch = _to_batch(bundle, rows)
+            batch = pad_batch(bundle, rows)
             with torch.no_grad():
                 bundle.model(**batch.model_inputs()).logits  # noqa: B018  (the full model, LM head included)
             k = captured["k"][batch.attention_mask.bool()].double()

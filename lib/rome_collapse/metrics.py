@@ -9,19 +9,8 @@ from tqdm.auto import tqdm
 
 from .data import EditCase
 from .models import Bundle
-from .tokens import subject_is_first_token, token_ids
+from .tokens import pad_batch, subject_is_first_token, token_ids
 from .trace import lm_logits, run_base
-from .tokens import Batch
-
-
-def _pad(bundle: Bundle, rows: list[list[int]]) -> Batch:
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), bundle.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return Batch(ids.to(bundle.device), mask.to(bundle.device))
 
 
 def target_nll(bundle: Bundle, prompts: list[str], targets: list[str], batch_size: int = 32) -> torch.Tensor:
@@ -34,7 +23,7 @@ def target_nll(bundle: Bundle, prompts: list[str], targets: list[str], batch_siz
             t = bundle.tokenizer(" " + target, add_special_tokens=False).input_ids
             rows.append(p + t[:-1])
             where.append((len(p) - 1, t))
-        batch = _pad(bundle, rows)
+        batch = pad_batch(bundle, rows)
         with torch.no_grad():
             hidden = run_base(bundle, batch).last_hidden_state
         for i, (first, target_ids) in enumerate(where):
@@ -135,7 +124,7 @@ def perplexity(bundle: Bundle, texts: list[str], batch_size: int = 16, add_start
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     for start in tqdm(range(0, len(order), batch_size), desc="perplexity", disable=not progress, leave=False):
         idx = order[start:start + batch_size]
-        batch = _pad(bundle, [rows[i] for i in idx])
+        batch = pad_batch(bundle, [rows[i] for i in idx])
         with torch.no_grad():
             logits = lm_logits(bundle, run_base(bundle, batch).last_hidden_state).float()
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch.input_ids[:, 1:],

@@ -27,7 +27,7 @@ from .data import EditCase
 from .keys import CaseKeys, case_keys
 from .models import Bundle, HParams, get_module
 from .stats import SecondMoment
-from .tokens import subject_last_index, token_ids
+from .tokens import pad_batch, subject_last_index, token_ids
 from .trace import forward_hook, lm_logits
 
 log = logging.getLogger(__name__)
@@ -100,15 +100,10 @@ def _build_rows(bundle: Bundle, cases: list[EditCase], templates: list[str]) -> 
         ids.append(token_ids(bundle, f"{case.subject} is a"))
         case_of.append(k)
         lookup.append(subject_last_index(bundle, "{} is a", case.subject))
-    width = max(map(len, ids))
-    input_ids = torch.full((len(ids), width), bundle.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for i, r in enumerate(ids):
-        input_ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
+    batch = pad_batch(bundle, ids)
     dev = bundle.device
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
-    return _Rows(input_ids.to(dev), mask.to(dev), as_long(case_of), as_long(lookup), as_long(t_row),
+    return _Rows(batch.input_ids, batch.attention_mask, as_long(case_of), as_long(lookup), as_long(t_row),
                  as_long(t_pos), as_long(t_tok), torch.tensor(t_w, device=dev), as_long(kl_row),
                  as_long(first_row))
 

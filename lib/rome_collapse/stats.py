@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .config import CACHE_VERSION, cache_dir
 from .models import Bundle
-from .tokens import Batch, token_ids
+from .tokens import pad_batch, token_ids
 from .trace import down_proj_io
 
 log = logging.getLogger(__name__)
@@ -52,16 +52,6 @@ def _batches(bundle: Bundle, texts: list[str], max_length: int, token_budget: in
         yield batch
 
 
-def _to_batch(bundle: Bundle, rows: list[list[int]]) -> Batch:
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), bundle.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return Batch(ids.to(bundle.device), mask.to(bundle.device))
-
-
 def compute_second_moment(bundle: Bundle, layer: int, texts: list[str], max_length: int = 128,
                           token_budget: int = 4096, stop: bool = True, progress: bool = True) -> tuple[torch.Tensor, int]:
     """Σ k kᵀ / n over all tokens of ``texts`` (no cache). ``stop=False`` runs the whole model (for tests)."""
@@ -70,7 +60,7 @@ def compute_second_moment(bundle: Bundle, layer: int, texts: list[str], max_leng
     count = 0
     batches = list(_batches(bundle, texts, max_length, token_budget))
     for rows in tqdm(batches, desc=f"C at layer {layer}", disable=not progress, leave=False):
-        batch = _to_batch(bundle, rows)
+        batch = pad_batch(bundle, rows)
         keys, _ = down_proj_io(bundle, layer, batch, stop=stop)
         keys = keys[batch.attention_mask.bool()].to(torch.float64)  # (n_tokens, d_in), padding dropped
         total.addmm_(keys.T, keys)

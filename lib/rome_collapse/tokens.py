@@ -28,19 +28,22 @@ def token_ids(bundle: Bundle, text: str) -> list[int]:
     return ([bundle.tokenizer.bos_token_id] if bundle.add_bos else []) + ids
 
 
-def encode(bundle: Bundle, texts: list[str]) -> Batch:
-    """Tokenise texts (BOS per the bundle's switch) into one right-padded batch."""
-    rows = [token_ids(bundle, t) for t in texts]
+def pad_batch(bundle: Bundle, rows: list[list[int]]) -> Batch:
+    """Right-pad lists of token ids into one batch on the bundle's device."""
     if any(len(r) == 0 for r in rows):
         raise ValueError("cannot encode an empty text")
     width = max(len(r) for r in rows)
-    pad = bundle.tokenizer.pad_token_id
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    ids = torch.full((len(rows), width), bundle.tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
     return Batch(ids.to(bundle.device), mask.to(bundle.device))
+
+
+def encode(bundle: Bundle, texts: list[str]) -> Batch:
+    """Tokenise texts (BOS per the bundle's switch) into one right-padded batch."""
+    return pad_batch(bundle, [token_ids(bundle, t) for t in texts])
 
 
 def subject_token_span(bundle: Bundle, prompt: str, subject: str) -> tuple[int, int]:

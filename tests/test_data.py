@@ -3,7 +3,6 @@ import hashlib
 import json
 
 import pytest
-import torch
 
 from rome_collapse import data, metrics
 from rome_collapse.tokens import subject_is_first_token, subject_token_span

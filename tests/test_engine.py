@@ -161,3 +161,6 @@ def test_perplexity_matches_a_direct_computation(tiny):
             loss = tiny.model(ids, labels=ids).loss
         assert value == pytest.approx(torch.exp(loss).item(), rel=1e-4)
     assert got.mean == pytest.approx(sum(got.per_text) / 3)
+    # logits in chunks smaller than a text, across a padded batch: the same numbers
+    chunked = metrics.perplexity(tiny, texts, batch_size=3, logits_chunk=2)
+    assert chunked.per_text == pytest.approx(got.per_text, rel=1e-5)

@@ -107,11 +107,13 @@ class Perplexity:
 
 
 def perplexity(bundle: Bundle, texts: list[str], batch_size: int = 16, add_start_token: bool | None = None,
-               progress: bool = False) -> Perplexity:
+               progress: bool = False, logits_chunk: int = 512) -> Perplexity:
     """Mean over texts of exp(mean token NLL), as the paper's ppl.py computes it.
 
     The texts are tokenised without special tokens; a BOS is put in front only when asked
-    (``add_start_token``; by default when the bundle's BOS switch is on).
+    (``add_start_token``; by default when the bundle's BOS switch is on). Logits are computed only
+    where a real next token is predicted, ``logits_chunk`` positions at a time: with Gemma-3's 262k
+    vocabulary, logits for a whole padded batch would take gigabytes.
     """
     add_start = bundle.add_bos if add_start_token is None else add_start_token
     rows = []
@@ -125,12 +127,16 @@ def perplexity(bundle: Bundle, texts: list[str], batch_size: int = 16, add_start
     for start in tqdm(range(0, len(order), batch_size), desc="perplexity", disable=not progress, leave=False):
         idx = order[start:start + batch_size]
         batch = pad_batch(bundle, [rows[i] for i in idx])
+        predicts = batch.attention_mask[:, 1:].bool()  # right padding: position t is real when t + 1 is
         with torch.no_grad():
-            logits = lm_logits(bundle, run_base(bundle, batch).last_hidden_state).float()
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch.input_ids[:, 1:],
-                                                reduction="none")
-        mask = batch.attention_mask[:, 1:].float()
-        ppl = torch.exp((nll * mask).sum(1) / mask.sum(1))
+            hidden = run_base(bundle, batch).last_hidden_state[:, :-1][predicts]
+            targets = batch.input_ids[:, 1:][predicts]
+            nll = torch.cat([torch.nn.functional.cross_entropy(
+                lm_logits(bundle, hidden[s:s + logits_chunk]).float(), targets[s:s + logits_chunk], reduction="none")
+                for s in range(0, len(targets), logits_chunk)])
+        row_of = torch.arange(len(idx), device=nll.device).unsqueeze(1).expand_as(predicts)[predicts]
+        nll_sum = torch.zeros(len(idx), dtype=nll.dtype, device=nll.device).index_add_(0, row_of, nll)
+        ppl = torch.exp(nll_sum / predicts.sum(1))
         for i, value in zip(idx, ppl.tolist()):
             per_text[i] = value
     return Perplexity(sum(per_text) / len(per_text), per_text)

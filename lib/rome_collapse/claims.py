@@ -1,0 +1,146 @@
+"""The claims table: every notebook records its verdicts here, the overview collects them.
+
+Each claim of the paper has a fixed id (``CLAIMS``) with what the paper says. A notebook ends with
+``claims.save([claims.Verdict(...)], notebook=..., run_model=..., profile=...)``: one CSV per notebook
+and run under ``<figures>/claims/``. ``claims.load`` reads them all back and ``claims.overview``
+turns them into one row per claim with a column per model.
+
+The paper's column is its finding in words (on GPT-2-XL, GPT-J and Llama2-7b); this workbook does not
+copy the paper's tables, so compare the direction and size of the effects, not the digits.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .plots import figures_dir
+
+VERDICTS = ("holds", "holds in part", "does not hold", "not testable")
+
+
+@dataclass(frozen=True)
+class Claim:
+    source: str  # where in the paper
+    claim: str  # the claim, one sentence
+    paper: str  # what the paper reports
+
+
+CLAIMS: dict[str, Claim] = {
+    "denominator": Claim(
+        "Table 1", "Collapse cases have a tiny ROME denominator (kᵘ against C⁻¹k̄); numerators are alike",
+        "|denominator| orders of magnitude smaller for collapse cases than for normal cases"),
+    "rome-collapses": Claim(
+        "Table 2", "One ROME edit of a collapse case collapses the model",
+        "perplexity rises by orders of magnitude after a single edit of a collapse case"),
+    "c-rome-safe": Claim(
+        "Table 2", "C-ROME (k̄ everywhere) edits the same cases without collapse",
+        "perplexity stays at the unedited model's level"),
+    "key-mismatch": Claim(
+        "Figure 2", "Collapse cases' kᵘ lie apart from their k̄ and C⁻¹k̄; normal cases' do not",
+        "t-SNE: collapse cases' kᵘ form a separate cluster, normal cases' kᵘ overlap their k̄"),
+    "first-token": Claim(
+        "Figure 3", "First tokens of ordinary text sit with collapse cases' kᵘ; a prefix moves those back",
+        "first-token keys cluster with collapse kᵘ; prefixed collapse keys join the normal ones"),
+    "bos": Claim(
+        "App. A.2", "A BOS protects a model; removing the BOS brings the collapse back",
+        "Llama2-7b (BOS) does not collapse on collapse cases; without its BOS it does"),
+    "encoder": Claim(
+        "App. A.3", "In a bidirectional model the first token is not special",
+        "T5-3B's first-token keys are not set apart from the others"),
+    "position": Claim(
+        "App. A.4", "Position codes do not cause the collapse (Second2First / First2Second swaps)",
+        "collapse cases still collapse with the second position; normal cases do not with the first"),
+    "concentration": Claim(
+        "App. A.5", "First-token representations are concentrated at most layers",
+        "first tokens' mean distance to their centroid far below later tokens' at almost every layer"),
+    "c-rome-normal": Claim(
+        "Table 4", "C-ROME keeps efficacy, generalisation and locality on normal cases",
+        "on par with ROME on normal cases"),
+    "test-prefix": Claim(
+        "Tables 4–5", "C-ROME's efficacy on collapse cases is low, and a test-time prefix restores it",
+        "low efficacy without a prefix; high efficacy with one of the editing prefixes"),
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one run found for one claim on one model."""
+    claim_id: str
+    model: str  # the model the evidence is on (may differ from the notebook's main model)
+    measured: str  # the numbers behind the verdict, short
+    verdict: str  # one of VERDICTS
+
+    def __post_init__(self) -> None:
+        if self.claim_id not in CLAIMS:
+            raise ValueError(f"unknown claim_id {self.claim_id!r}; known: {', '.join(CLAIMS)}")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"claim {self.claim_id!r}: verdict {self.verdict!r} is not one of {VERDICTS}")
+        if not self.measured.strip():
+            raise ValueError(f"claim {self.claim_id!r}: 'measured' is empty")
+
+
+def claims_dir(profile: str = "full") -> Path:
+    path = figures_dir(profile) / "claims"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save(verdicts: list[Verdict], notebook: str, run_model: str, profile: str = "full") -> Path:
+    """Write one notebook run's verdicts to ``<figures>/claims/<notebook>_<run_model>.csv`` (replacing it)."""
+    rows = [{"notebook": notebook, "run_model": run_model, "profile": profile, **asdict(v)} for v in verdicts]
+    out = claims_dir(profile) / f"{notebook}_{run_model}.csv"
+    pd.DataFrame(rows, columns=["notebook", "run_model", "profile", "claim_id", "model", "measured",
+                                "verdict"]).to_csv(out, index=False)
+    return out
+
+
+def load(profile: str = "full") -> pd.DataFrame:
+    """Every recorded verdict of a profile. A claim judged on the same model by two runs (notebook 03 judges
+    the BOS claim on the BOS model whichever model it runs on) keeps the row of the run on that model."""
+    files = sorted(claims_dir(profile).glob("*.csv"))
+    columns = ["notebook", "run_model", "profile", "claim_id", "model", "measured", "verdict"]
+    if not files:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True)
+    unknown = sorted(set(table["claim_id"]) - set(CLAIMS))
+    if unknown:
+        raise ValueError(f"claims files under {claims_dir(profile)} name unknown claims: {unknown}")
+    own_run = table["run_model"] == table["model"]
+    table = pd.concat([table[~own_run], table[own_run]], ignore_index=True)
+    return table.drop_duplicates(["claim_id", "model"], keep="last").reset_index(drop=True)[columns]
+
+
+def overview(verdicts: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
+    """One row per claim (in the paper's order): source, claim, the paper's finding, and for each model
+    "<verdict>: <measured>" (empty where no run judged it)."""
+    models = models or list(dict.fromkeys(verdicts["model"]))
+    rows = []
+    for claim_id, c in CLAIMS.items():
+        row = {"claim_id": claim_id, "source": c.source, "claim": c.claim, "paper": c.paper}
+        for m in models:
+            hit = verdicts[(verdicts["claim_id"] == claim_id) & (verdicts["model"] == m)]
+            row[m] = f"{hit['verdict'].iloc[0]}: {hit['measured'].iloc[0]}" if len(hit) else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def verdict_grid(verdicts: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
+    """Claims × models of verdicts ("" where not judged), for a picture of the whole table."""
+    models = models or list(dict.fromkeys(verdicts["model"]))
+    grid = pd.DataFrame("", index=pd.Index(list(CLAIMS), name="claim_id"), columns=models)
+    for row in verdicts.itertuples():
+        if row.model in grid.columns:
+            grid.loc[row.claim_id, row.model] = row.verdict
+    return grid
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-markdown table of ``table`` (pipes in cells escaped), without extra dependencies."""
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |",
+             "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)

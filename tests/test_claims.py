@@ -1,0 +1,66 @@
+"""The claims table: validation, the CSV round trip, and the overview's layout."""
+import pandas as pd
+import pytest
+
+from rome_collapse import claims
+
+
+@pytest.fixture
+def claims_home(tmp_path, monkeypatch):
+    monkeypatch.setattr(claims, "figures_dir", lambda profile="full": tmp_path / profile)
+    return tmp_path
+
+
+def test_verdict_rejects_unknown_claim_bad_verdict_and_empty_measurement():
+    with pytest.raises(ValueError, match="unknown claim_id 'tabel-1'"):
+        claims.Verdict("tabel-1", "m", "x", "holds")
+    with pytest.raises(ValueError, match="claim 'bos': verdict 'yes'"):
+        claims.Verdict("bos", "m", "x", "yes")
+    with pytest.raises(ValueError, match="claim 'bos': 'measured' is empty"):
+        claims.Verdict("bos", "m", "  ", "holds")
+
+
+def test_save_and_load_round_trip(claims_home):
+    found = [claims.Verdict("denominator", "smol", "ratio 0.01 vs 0.9", "holds"),
+             claims.Verdict("rome-collapses", "smol", "3/12 | over 10×", "holds in part")]
+    path = claims.save(found, "01_denominators", "smol", profile="smoke")
+    assert path == claims_home / "smoke" / "claims" / "01_denominators_smol.csv"
+    table = claims.load("smoke")
+    assert list(table["claim_id"]) == ["denominator", "rome-collapses"]
+    assert list(table["verdict"]) == ["holds", "holds in part"]
+    assert table["measured"].iloc[1] == "3/12 | over 10×"
+    assert claims.load("full").empty  # profiles are kept apart
+
+
+def test_a_claim_judged_twice_keeps_the_run_on_that_model(claims_home):
+    # notebook 03 judges the BOS claim on the BOS model whichever model it runs on
+    claims.save([claims.Verdict("bos", "gemma", "from the gemma run", "does not hold")], "03_first_token", "gemma")
+    claims.save([claims.Verdict("bos", "gemma", "from the smol run", "holds")], "03_first_token", "smol")
+    table = claims.load()
+    assert len(table) == 1 and table["measured"].iloc[0] == "from the gemma run"
+
+
+def test_load_refuses_files_naming_unknown_claims(claims_home):
+    claims.claims_dir().joinpath("x_m.csv").write_text(
+        "notebook,run_model,profile,claim_id,model,measured,verdict\nx,m,full,nonsense,m,1,holds\n")
+    with pytest.raises(ValueError, match="nonsense"):
+        claims.load()
+
+
+def test_overview_has_every_claim_in_order_and_blank_cells_where_not_judged():
+    verdicts = pd.DataFrame([{"claim_id": "bos", "model": "gemma", "measured": "0/4 collapse", "verdict": "holds"},
+                             {"claim_id": "denominator", "model": "smol", "measured": "0.01", "verdict": "holds"}])
+    table = claims.overview(verdicts, ["smol", "gemma"])
+    assert list(table["claim_id"]) == list(claims.CLAIMS)
+    row = table.set_index("claim_id")
+    assert row.loc["bos", "gemma"] == "holds: 0/4 collapse" and row.loc["bos", "smol"] == ""
+    assert row.loc["denominator", "smol"] == "holds: 0.01"
+    grid = claims.verdict_grid(verdicts, ["smol", "gemma"])
+    assert grid.loc["bos", "gemma"] == "holds" and grid.loc["bos", "smol"] == ""
+    empty = claims.verdict_grid(verdicts.iloc[:0], ["smol"])
+    assert empty.shape == (len(claims.CLAIMS), 1) and (empty == "").all().all()
+
+
+def test_markdown_escapes_pipes():
+    text = claims.to_markdown(pd.DataFrame({"a": ["x|y"], "b": [1]}))
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]

@@ -7,6 +7,9 @@ MODEL  ?= smollm2-135m
 PROFILE ?= full
 BUILD  := build/notebooks
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# 00_overview collects the verdicts the others record, so make reproduce runs it last.
+OVERVIEW := notebooks/00_overview.ipynb
+SECTIONS := $(filter-out $(OVERVIEW),$(NOTEBOOKS))
 # The notebook about the BOS token (Appendix A.2) is also run with the BOS model as its main model.
 # (05_concentration compares both models itself.)
 BOS_NOTEBOOKS := notebooks/03_first_token.ipynb
@@ -32,8 +35,9 @@ test-notebooks: $(STAMP)
 	@if [ -n "$(NOTEBOOKS)" ]; then $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $(NOTEBOOKS); else echo "no notebooks yet"; fi
 
 reproduce: $(STAMP)
-	$(BIN)/python scripts/reproduce.py --model $(MODEL) --profile $(PROFILE) --out $(BUILD) $(NOTEBOOKS)
+	$(BIN)/python scripts/reproduce.py --model $(MODEL) --profile $(PROFILE) --out $(BUILD) $(SECTIONS)
 	$(BIN)/python scripts/reproduce.py --model gemma3-270m --profile $(PROFILE) --out $(BUILD) $(filter $(BOS_NOTEBOOKS),$(NOTEBOOKS))
+	$(BIN)/python scripts/reproduce.py --model $(MODEL) --profile $(PROFILE) --out $(BUILD) $(filter $(OVERVIEW),$(NOTEBOOKS))
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py

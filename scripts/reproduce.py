@@ -3,16 +3,20 @@
 
     python scripts/reproduce.py --model smollm2-135m --profile full --out build/notebooks notebooks/0*.ipynb
 
-Executed copies go to --out (git ignores build/); the full profile refreshes figures/.
+Executed copies go to --out (git ignores build/); the full profile refreshes figures/ and records each
+notebook's time in figures/reproduce_timings.csv (one row per notebook and model, replaced on each run).
 A failing notebook stops the run with the notebook and the failing cell named (exit 1).
 """
 import argparse
-import csv
+import os
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import papermill
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -40,13 +44,22 @@ def main() -> int:
                         "seconds": round(seconds, 1)})
         print(f"  {notebook.name}: {seconds:.0f} s", flush=True)
     log = args.out / f"timings-{args.model}-{args.profile}.csv"
-    with log.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(timings[0]))
-        writer.writeheader()
-        writer.writerows(timings)
+    pd.DataFrame(timings).to_csv(log, index=False)
+    if args.profile == "full":
+        record_timings(timings, REPO / "figures" / "reproduce_timings.csv")
     total = sum(t["seconds"] for t in timings)
     print(f"all {len(timings)} notebooks on {args.model} ({args.profile}): {total:.0f} s; timings in {log}")
     return 0
+
+
+def record_timings(timings: list[dict], path: Path) -> None:
+    """Merge this run's rows into the committed timings table, replacing older rows of the same notebook and model."""
+    new = pd.DataFrame(timings).assign(finished=time.strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count())
+    if path.exists():
+        old = pd.read_csv(path)
+        keep = ~old.set_index(["notebook", "model"]).index.isin(new.set_index(["notebook", "model"]).index)
+        new = pd.concat([old[keep], new], ignore_index=True)
+    new.to_csv(path, index=False)
 
 
 if __name__ == "__main__":

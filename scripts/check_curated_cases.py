@@ -15,16 +15,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from rome_collapse import data, metrics, models
-from rome_collapse.tokens import subject_is_first_token
+from rome_collapse import data, experiments, metrics, models
 
 DEFAULT_PATH = Path(data.__file__).parent / "resources" / "curated_cases.json"
-
-
-def group_of(bundle, case) -> str:
-    if subject_is_first_token(bundle, case.prompt, case.subject):
-        return "collapse-prone"
-    return "multi-token-start" if case.prompt.startswith("{}") else "normal"
 
 
 def main() -> int:
@@ -41,7 +34,7 @@ def main() -> int:
     nll_true = metrics.target_nll(bundle, prompts, [c.target_true for c in cases])
     nll_new = metrics.target_nll(bundle, prompts, [c.target_new for c in cases])
     margins = (nll_new - nll_true).tolist()
-    groups = [group_of(bundle, c) for c in cases]
+    groups = [experiments.case_group(bundle, c) for c in cases]
     known = [m > 0 for m in margins]
 
     print(f"{len(cases)} records, {len(cases) - sum(known)} unknown to {args.model}")

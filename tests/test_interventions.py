@@ -32,5 +32,8 @@ def test_case_groups(smol):
     assert experiments.case_group(smol, PARIS) == "collapse-prone"
     assert experiments.case_group(smol, LATE) == "normal"
     assert experiments.case_group(smol, EditCase(1, "{} was born in", "Danielle Darrieux", "a", "b")) == "multi-token-start"
-    # with a BOS in front nothing is collapse-prone
-    assert experiments.case_group(smol.with_bos(True), PARIS) == "multi-token-start"
+    # with a BOS in front nothing is collapse-prone; a one-token subject at the start is protected by it
+    assert experiments.case_group(smol.with_bos(True), PARIS) == "bos-protected"
+    assert experiments.case_group(smol.with_bos(True), LATE) == "normal"
+    assert experiments.case_group(smol.with_bos(True), EditCase(1, "{} was born in", "Danielle Darrieux", "a", "b")) \
+        == "multi-token-start"

@@ -19,15 +19,21 @@ from .tokens import subject_is_first_token
 # An edit "collapses" the model when ME-PPL perplexity after it is over this many times the original.
 COLLAPSE_FACTOR = 10.0
 
-GROUPS = ("collapse-prone", "normal", "multi-token-start")
+GROUPS = ("collapse-prone", "normal", "multi-token-start", "bos-protected")
 
 
 def case_group(bundle: Bundle, case: EditCase) -> str:
     """collapse-prone: the subject is the very first token the model sees (one token, no BOS, no prefix);
-    normal: the subject comes after other words; multi-token-start: a longer subject at the start."""
+    normal: the subject comes after other words; multi-token-start: a longer subject at the start;
+    bos-protected: a one-token subject at the start with the model's BOS before it (collapse-prone
+    once the BOS is removed)."""
     if subject_is_first_token(bundle, case.prompt, case.subject):
         return "collapse-prone"
-    return "multi-token-start" if case.prompt.startswith("{}") else "normal"
+    if not case.prompt.startswith("{}"):
+        return "normal"
+    if bundle.add_bos and subject_is_first_token(bundle.with_bos(False), case.prompt, case.subject):
+        return "bos-protected"
+    return "multi-token-start"
 
 
 def select_cases(bundle: Bundle, cases: list[EditCase], n_per_group: int, seed: int = 0,

@@ -5,8 +5,8 @@ Each claim of the paper has a fixed id (``CLAIMS``) with what the paper says. A 
 and run under ``<figures>/claims/``. ``claims.load`` reads them all back and ``claims.overview``
 turns them into one row per claim with a column per model.
 
-The paper's column is its finding in words (on GPT-2-XL, GPT-J and Llama2-7b); this workbook does not
-copy the paper's tables, so compare the direction and size of the effects, not the digits.
+The paper's column is its finding in words (on GPT-2-XL, GPT-J and Llama2-7b): the paper's tables could not
+be read where this workbook was written, so compare the direction and size of the effects, not digits.
 """
 from __future__ import annotations
 

@@ -36,7 +36,9 @@ def main() -> int:
             papermill.execute_notebook(str(notebook), str(target), kernel_name="python3", progress_bar=False,
                                        parameters={"model": args.model, "profile": args.profile})
         except papermill.PapermillExecutionError as exc:
-            print(f"FAILED {notebook}: cell {exc.exec_count} raised {exc.ename}: {exc.evalue}\n"
+            # exec_count counts the parameters cell papermill injects; the source line says which cell it is
+            first_line = next((line for line in (exc.source or "").splitlines() if line.strip()), "")
+            print(f"FAILED {notebook}: cell {exc.exec_count} (`{first_line[:80]}`) raised {exc.ename}: {exc.evalue}\n"
                   f"  executed copy with the error: {target}", file=sys.stderr)
             return 1
         seconds = time.perf_counter() - start

@@ -1,0 +1,51 @@
+"""scripts/reproduce.py: runs notebooks in order, names the failing cell, merges timings."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+from nbformat.v4 import new_code_cell, new_notebook
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce.py"
+
+
+def notebook(path: Path, *sources: str) -> Path:
+    cells = [new_code_cell('model = "x"\nprofile = "smoke"', metadata={"tags": ["parameters"]})]
+    cells += [new_code_cell(s) for s in sources]
+    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                            "language": "python"}})
+    nbformat.write(nb, path)
+    return path
+
+
+def run(tmp_path, *notebooks):
+    return subprocess.run([sys.executable, str(SCRIPT), "--model", "tiny", "--profile", "smoke", "--out",
+                           str(tmp_path / "out"), *map(str, notebooks)], capture_output=True, text=True, timeout=300)
+
+
+def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path):
+    good = notebook(tmp_path / "01_good.ipynb", "assert model == 'tiny' and profile == 'smoke'")
+    bad = notebook(tmp_path / "02_bad.ipynb", "x = 1", "1 / 0")
+    never = notebook(tmp_path / "03_never.ipynb", "pass")
+    result = run(tmp_path, good, bad, never)
+    assert result.returncode == 1
+    assert "01_good.ipynb:" in result.stdout  # the first one ran, with its time
+    assert "FAILED" in result.stderr and "02_bad.ipynb" in result.stderr
+    # cells run: parameters (1), papermill's injected parameters (2), x = 1 (3), 1 / 0 (4)
+    assert "cell 4 (`1 / 0`) raised ZeroDivisionError" in result.stderr
+    assert not (tmp_path / "out" / "03_never-tiny-smoke.ipynb").exists()
+
+
+def test_timings_merge_replaces_rows_of_the_same_notebook_and_model(tmp_path):
+    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    path = tmp_path / "timings.csv"
+    reproduce.record_timings([{"notebook": "a", "model": "m", "profile": "full", "seconds": 1.0},
+                              {"notebook": "b", "model": "m", "profile": "full", "seconds": 2.0}], path)
+    reproduce.record_timings([{"notebook": "a", "model": "m", "profile": "full", "seconds": 5.0},
+                              {"notebook": "a", "model": "g", "profile": "full", "seconds": 7.0}], path)
+    table = pd.read_csv(path).set_index(["notebook", "model"])["seconds"].to_dict()
+    assert table == {("b", "m"): 2.0, ("a", "m"): 5.0, ("a", "g"): 7.0}

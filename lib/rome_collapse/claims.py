@@ -48,10 +48,10 @@ CLAIMS: dict[str, Claim] = {
         "Llama2-7b (BOS) does not collapse on collapse cases; without its BOS it does"),
     "encoder": Claim(
         "App. A.3", "In a bidirectional model the first token is not special",
-        "T5-3B's first-token keys are not set apart from the others"),
+        "T5-3B (encoder-decoder) is much less affected: its first token is not special"),
     "position": Claim(
         "App. A.4", "Position codes do not cause the collapse (Second2First / First2Second swaps)",
-        "collapse cases still collapse with the second position; normal cases do not with the first"),
+        "(as we read Tables 6–7) collapse cases still collapse with the second position, normal ones not with the first"),
     "concentration": Claim(
         "App. A.5", "First-token representations are concentrated at most layers",
         "first tokens' mean distance to their centroid far below later tokens' at almost every layer"),

@@ -94,3 +94,20 @@ def test_shortest_prefix_keeps_the_early_tokens(tiny):
     whole = keys.hidden_states_at(tiny, [text], [3])
     cut = keys.hidden_states_at(tiny, [layerwise.shortest_prefix(tiny, text, 3)], [3])
     assert torch.allclose(whole, cut, atol=1e-5)
+
+
+def test_denominator_ratios_match_the_ratio_at_each_layer(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path))
+    first = EditCase("paris", "{} is located in", "Paris", "Italy", "France")
+    late = EditCase("late", "The city of {} is located in", "Paris", "Italy", "France")
+    templates = ["{}", "Some words here. {}", "Another short text. {}"]
+    texts = TEXTS * 4
+    rows = layerwise.denominator_ratios(tiny, {"collapse-prone": [first], "normal": [late]}, templates, [0, 2],
+                                        n_samples=len(texts), texts=texts, corpus="tiny-test", progress=False)
+    assert [(r["layer"], r["case_id"]) for r in rows] == [(0, "paris"), (0, "late"), (2, "paris"), (2, "late")]
+    for r, case in zip(rows, [first, late, first, late]):
+        C = stats.second_moment(tiny, layer=r["layer"], texts=texts, cache=False, progress=False)
+        ck = keys.case_keys(tiny, case.prompt, case.subject, templates, layer=r["layer"])
+        assert r["ratio"] == pytest.approx(rome.denominator_ratio(C, ck.unprefixed_key, ck.prefixed_key), rel=1e-6)
+    assert rows[0]["ratio"] != pytest.approx(rows[2]["ratio"], rel=1e-3)  # the layer matters
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 2  # one cached C per layer

@@ -5,6 +5,7 @@ a set of token representations is at every layer (A.5).
   recomputed under a position swap (same v*, same k̄, same C), each applied alone and measured.
 * :func:`concentration`, :func:`layer_concentration`, :func:`key_concentration`: mean distance to the
   centroid of a set of vectors, raw and divided by the set's mean norm, per layer or at the edit layer.
+* :func:`denominator_ratios`: ROME's denominator ratio of each case as if edited at each of several layers.
 """
 from __future__ import annotations
 
@@ -155,3 +156,29 @@ def key_concentration(bundle: Bundle, texts: list[str], positions: list[int], la
     texts, positions = _cut_and_sort(bundle, texts, positions)
     k = keys.keys_at(bundle, layer, [keys.Lookup(t, p) for t, p in zip(texts, positions)])
     return {"layer": layer, **concentration(k.cpu())}
+
+
+# --------------------------------------------------------------------------------------------
+# The denominator ratio at every layer (is the collapse tied to the edit layer?)
+# --------------------------------------------------------------------------------------------
+def denominator_ratios(bundle: Bundle, groups: dict[str, list[EditCase]], templates: list[str], layers: list[int],
+                       n_samples: int, texts: list[str] | None = None, corpus: str = "meppl-10k-minus-50",
+                       progress: bool = True) -> list[dict]:
+    """ROME's denominator ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) and cos(kᵘ, k̄) of every case as if it were edited at
+    each of ``layers``: one row per layer and case. Needs no v*, only C at each layer (over the first
+    ``n_samples`` of ``texts``, default the statistics corpus; cached like the edit layer's C) and the
+    keys there."""
+    from tqdm.auto import tqdm
+
+    from .stats import second_moment
+
+    rows = []
+    for layer in tqdm(layers, desc=f"{bundle.name} layers", disable=not progress, leave=False):
+        C = second_moment(bundle, layer=layer, texts=texts, corpus=corpus, n_samples=n_samples, progress=False)
+        for group, cases in groups.items():
+            for case in cases:
+                ck = keys.case_keys(bundle, case.prompt, case.subject, templates, layer=layer)
+                rows.append({"layer": layer, "group": group, "case_id": case.case_id, "subject": case.subject,
+                             "ratio": rome.denominator_ratio(C, ck.unprefixed_key, ck.prefixed_key),
+                             "cos_ku_kbar": torch.cosine_similarity(ck.unprefixed_key, ck.prefixed_key, dim=0).item()})
+    return rows

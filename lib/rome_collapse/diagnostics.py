@@ -16,6 +16,7 @@ import torch
 
 from .data import EditCase
 from .keys import Lookup, case_keys
+from .metrics import mean_distance_to_centroid
 from .models import Bundle
 from .rome import denominator_ratio
 from .stats import SecondMoment
@@ -96,7 +97,7 @@ def centroid_table(sets: dict[str, torch.Tensor], references: dict[str, torch.Te
     for name, vecs in sets.items():
         v = vecs.double()
         row = {"set": name, "n": v.shape[0], "mean_norm": v.norm(dim=1).mean().item(),
-               "spread": (v - v.mean(0)).norm(dim=1).mean().item()}
+               "spread": mean_distance_to_centroid(v)}
         cos = {ref: _cosine_to(v, c) for ref, c in centres.items()}
         for ref, c in centres.items():
             row[f"cos_to_{ref}"] = cos[ref].mean().item()
@@ -119,9 +120,9 @@ def first_token_statistics(first: torch.Tensor, later: torch.Tensor) -> dict[str
     """
     f, lt = first.double(), later.double()
     centre = lt.mean(0)
-    later_spread = (lt - centre).norm(dim=1).mean()
-    return {"separation": ((f - centre).norm(dim=1).mean() / later_spread).item(),
-            "concentration": ((f - f.mean(0)).norm(dim=1).mean() / later_spread).item(),
+    later_spread = mean_distance_to_centroid(lt)
+    return {"separation": (f - centre).norm(dim=1).mean().item() / later_spread,
+            "concentration": mean_distance_to_centroid(f) / later_spread,
             "cos_first_later": torch.nn.functional.cosine_similarity(f.mean(0), centre, dim=0).item(),
             "norm_ratio": (f.norm(dim=1).mean() / lt.norm(dim=1).mean()).item()}
 

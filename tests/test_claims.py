@@ -18,16 +18,20 @@ def test_verdict_rejects_unknown_claim_bad_verdict_and_empty_measurement():
         claims.Verdict("bos", "m", "x", "yes")
     with pytest.raises(ValueError, match="claim 'bos': 'measured' is empty"):
         claims.Verdict("bos", "m", "  ", "holds")
+    with pytest.raises(ValueError, match="claim 'bos': setting 'memit'"):
+        claims.Verdict("bos", "m", "x", "holds", setting="memit")
 
 
 def test_save_and_load_round_trip(claims_home):
-    found = [claims.Verdict("denominator", "smol", "ratio 0.01 vs 0.9", "holds"),
-             claims.Verdict("rome-collapses", "smol", "3/12 | over 10×", "holds in part")]
+    found = [claims.Verdict("denominator", "smol", "ratio 0.01 vs 0.9", "holds", "rome"),
+             claims.Verdict("rome-collapses", "smol", "3/12 | over 10×", "holds in part", "rome"),
+             claims.Verdict("rome-collapses", "smol", "12/12 over 10×", "holds", "paper")]
     path = claims.save(found, "01_denominators", "smol", profile="smoke")
     assert path == claims_home / "smoke" / "claims" / "01_denominators_smol.csv"
     table = claims.load("smoke")
-    assert list(table["claim_id"]) == ["denominator", "rome-collapses"]
-    assert list(table["verdict"]) == ["holds", "holds in part"]
+    assert list(table["claim_id"]) == ["denominator", "rome-collapses", "rome-collapses"]
+    assert list(table["verdict"]) == ["holds", "holds in part", "holds"]
+    assert list(table["setting"]) == ["rome", "rome", "paper"]
     assert table["measured"].iloc[1] == "3/12 | over 10×"
     assert claims.load("full").empty  # profiles are kept apart
 
@@ -42,7 +46,7 @@ def test_a_claim_judged_twice_keeps_the_run_on_that_model(claims_home):
 
 def test_load_refuses_files_naming_unknown_claims(claims_home):
     claims.claims_dir().joinpath("x_m.csv").write_text(
-        "notebook,run_model,profile,claim_id,model,measured,verdict\nx,m,full,nonsense,m,1,holds\n")
+        "notebook,run_model,profile,claim_id,model,measured,verdict,setting\nx,m,full,nonsense,m,1,holds,any\n")
     with pytest.raises(ValueError, match="nonsense"):
         claims.load()
 
@@ -56,9 +60,25 @@ def test_overview_has_every_claim_in_order_and_blank_cells_where_not_judged():
     assert row.loc["bos", "gemma"] == "holds: 0/4 collapse" and row.loc["bos", "smol"] == ""
     assert row.loc["denominator", "smol"] == "holds: 0.01"
     grid = claims.verdict_grid(verdicts, ["smol", "gemma"])
-    assert grid.loc["bos", "gemma"] == "holds" and grid.loc["bos", "smol"] == ""
+    assert grid.loc[("bos", "any"), "gemma"] == "holds" and grid.loc[("bos", "any"), "smol"] == ""
     empty = claims.verdict_grid(verdicts.iloc[:0], ["smol"])
     assert empty.shape == (len(claims.CLAIMS), 1) and (empty == "").all().all()
+
+
+def test_overview_has_a_row_per_setting_that_judged_a_claim():
+    verdicts = pd.DataFrame([
+        {"claim_id": "rome-collapses", "model": "smol", "measured": "3/12", "verdict": "holds in part", "setting": "rome"},
+        {"claim_id": "rome-collapses", "model": "smol", "measured": "12/12", "verdict": "holds", "setting": "paper"},
+        {"claim_id": "key-mismatch", "model": "smol", "measured": "cos 0.05", "verdict": "holds", "setting": "any"}])
+    table = claims.overview(verdicts, ["smol"])
+    rows = table[table["claim_id"] == "rome-collapses"]
+    assert list(rows["setting"]) == ["paper", "rome"]  # the paper's setting first
+    assert list(rows["smol"]) == ["holds: 12/12", "holds in part: 3/12"]
+    assert table.loc[table["claim_id"] == "key-mismatch", "setting"].tolist() == ["any"]
+    assert len(table) == len(claims.CLAIMS) + 1
+    grid = claims.verdict_grid(verdicts, ["smol"])
+    assert grid.loc[("rome-collapses", "paper"), "smol"] == "holds"
+    assert grid.loc[("rome-collapses", "rome"), "smol"] == "holds in part"
 
 
 def test_markdown_escapes_pipes():

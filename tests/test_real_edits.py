@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from rome_collapse import data, metrics, rome
+from rome_collapse import data, metrics, rome, stats
 from rome_collapse.data import EditCase
 
 DARRIEUX = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux", "English", "French",
@@ -13,10 +13,18 @@ DARRIEUX = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux
                     neighborhood_prompts=("The mother tongue of Léon Blum is",))
 
 
-def test_c_rome_edit_succeeds_without_hurting_perplexity(smol, smol_stats, smol_templates):
+@pytest.fixture(params=["paper", "rome"])
+def smol_setting(request, smol, smol_stats):
+    """The default model in each setting, with what its update divides by (the identity or C)."""
+    bundle = smol.with_setting(request.param)
+    return bundle, smol_stats if request.param == "rome" else stats.covariance(bundle)
+
+
+def test_c_rome_edit_succeeds_without_hurting_perplexity(smol_setting, smol_templates):
+    smol, covariance = smol_setting
     texts = data.meppl("50")
     before = metrics.perplexity(smol, texts).mean
-    edit = rome.edit(smol, DARRIEUX, smol_templates, smol_stats, variant="c-rome")
+    edit = rome.edit(smol, DARRIEUX, smol_templates, covariance, variant="c-rome")
     assert metrics.evaluate_cases(smol, [DARRIEUX])[0].efficacy == 0.0  # the model says French before
     with rome.applied(smol, edit):
         scores = metrics.evaluate_cases(smol, [DARRIEUX])[0]
@@ -26,11 +34,13 @@ def test_c_rome_edit_succeeds_without_hurting_perplexity(smol, smol_stats, smol_
     assert metrics.perplexity(smol, texts).mean == pytest.approx(before)  # restored
 
 
-def test_first_token_subject_has_tiny_denominator_ratio(smol, smol_stats, smol_templates):
+def test_first_token_subject_has_tiny_denominator_ratio(smol_setting, smol_templates):
+    smol, covariance = smol_setting
     first = EditCase("paris", "{} is located in the country of", "Paris", "Italy", "France")
     after_words = EditCase("paris-late", "The city of {} is located in the country of", "Paris", "Italy", "France")
-    risk_first = rome.collapse_risk(smol, first, smol_templates, smol_stats)
-    risk_after = rome.collapse_risk(smol, after_words, smol_templates, smol_stats)
+    risk_first = rome.collapse_risk(smol, first, smol_templates, covariance)
+    risk_after = rome.collapse_risk(smol, after_words, smol_templates, covariance)
+    assert risk_first.setting == risk_after.setting == smol.setting
     assert risk_first.subject_first_token and not risk_after.subject_first_token
     assert risk_first.ratio < 0.1 < risk_after.ratio
     assert risk_first.at_risk and not risk_after.at_risk
@@ -43,9 +53,10 @@ def run_cli(*args):
 def test_cli_edit_prints_one_json_object():
     out = run_cli("edit", "--model", "smollm2-135m", "--prompt", "The mother tongue of {} is",
                   "--subject", "Danielle Darrieux", "--target-new", "English", "--target-true", "French",
-                  "--variant", "c-rome", "--profile", "smoke", "--json")
+                  "--variant", "c-rome", "--profile", "smoke", "--setting", "rome", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["setting"] == "rome" and result["model"] == "smollm2-135m"
     for key in ("variant", "numerator_norm", "denominator", "ratio", "delta_norm", "ppl_before", "ppl_after",
                 "efficacy", "generalization", "locality"):
         assert key in result
@@ -53,11 +64,24 @@ def test_cli_edit_prints_one_json_object():
     assert result["generalization"] is None and result["locality"] is None  # no paraphrases given
 
 
+def test_cli_risk_with_explicit_templates_in_the_paper_setting(tmp_path):
+    path = tmp_path / "templates.json"
+    path.write_text(json.dumps(["{}", "The weather is nice. {}", "I went home. {}"]))
+    out = run_cli("risk", "--prompt", "{} is located in the country of", "--subject", "Paris",
+                  "--templates", str(path), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["setting"] == "paper" and result["subject_first_token"]
+    assert result["ratio"] < 0.1
+
+
 @pytest.mark.parametrize("args, message", [
     (["edit", "--prompt", "no placeholder", "--subject", "X", "--target-new", "Y"], "exactly one"),
     (["edit", "--prompt", "{} is", "--subject", "X"], "--target-new"),
     (["edit", "--prompt", "{} is", "--subject", "X", "--target-new", "Y", "--variant", "memit"], "invalid choice"),
     (["risk", "--model", "nope", "--prompt", "{} is", "--subject", "X"], "unknown model"),
+    (["risk", "--prompt", "{} is", "--subject", "X", "--setting", "memit"], "invalid choice"),
+    (["risk", "--prompt", "{} is", "--subject", "X", "--templates", "/nonexistent.json"], "--templates"),
 ])
 def test_cli_bad_arguments_exit_2(args, message):
     out = run_cli(*args)

@@ -20,11 +20,13 @@ def test_group_stats_flat_columns():
 
 def test_saved_edits_matches_only_the_same_edits(tmp_path):
     path = tmp_path / "edits.csv"
-    assert tables.saved_edits(path, {"rome": [_edit(1, "rome", 0.5)]}) is None  # no file
-    pd.DataFrame({"case_id": [1, 2, 1], "variant": ["rome", "rome", "c-rome"], "denominator": [0.5, 2.0, 3.0],
-                  "ppl_after": [10.0, 11.0, 12.0]}).to_csv(path, index=False)
+    assert tables.saved_edits(path, {"rome": [_edit(1, "rome", 0.5)]}, "paper") is None  # no file
+    pd.DataFrame({"case_id": [1, 2, 1, 1], "variant": ["rome", "rome", "c-rome", "rome"],
+                  "denominator": [0.5, 2.0, 3.0, 0.5], "setting": ["paper", "paper", "paper", "rome"],
+                  "ppl_after": [10.0, 11.0, 12.0, 99.0]}).to_csv(path, index=False)
     edits = {"rome": [_edit(1, "rome", 0.5)], "c-rome": [_edit(1, "c-rome", 3.0)]}
-    table = tables.saved_edits(path, edits)
-    assert table is not None and sorted(table["ppl_after"]) == [10.0, 12.0]
-    assert tables.saved_edits(path, {"rome": [_edit(1, "rome", 0.6)]}) is None  # other denominator
-    assert tables.saved_edits(path, {"rome": [_edit(3, "rome", 0.5)]}) is None  # case not in the table
+    table = tables.saved_edits(path, edits, "paper")
+    assert table is not None and sorted(table["ppl_after"]) == [10.0, 12.0]  # the other setting's row is not read
+    assert tables.saved_edits(path, edits, "rome") is None  # no c-rome row in that setting
+    assert tables.saved_edits(path, {"rome": [_edit(1, "rome", 0.6)]}, "paper") is None  # other denominator
+    assert tables.saved_edits(path, {"rome": [_edit(3, "rome", 0.5)]}, "paper") is None  # case not in the table

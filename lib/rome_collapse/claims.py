@@ -18,6 +18,9 @@ import pandas as pd
 from .plots import figures_dir
 
 VERDICTS = ("holds", "holds in part", "does not hold", "not testable")
+# Which setting of ROME a verdict's numbers come from: "paper" (no C⁻¹, as the authors ran), "rome" (C⁻¹, as
+# Meng et al.), or "any" where the claim does not involve C (keys, positions, first-token statistics).
+SETTING_ORDER = ("paper", "rome", "any")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ CLAIMS: dict[str, Claim] = {
     "test-prefix": Claim(
         "Tables 4–5", "C-ROME's efficacy on collapse cases is low, and a test-time prefix restores it",
         "low efficacy without a prefix; high efficacy with one of the editing prefixes"),
+    "sequential": Claim(
+        "Beyond the paper", "Edits applied one after another: ROME collapses within tens of edits, at a "
+        "subject-first edit; C-ROME (consistent keys) does not",
+        "not studied (single edits only); the butterfly-effect and Rebuilding-ROME studies report ROME collapsing "
+        "within tens to hundreds of sequential edits and consistent keys preventing it"),
 }
 
 
@@ -71,10 +79,13 @@ class Verdict:
     model: str  # the model the evidence is on (may differ from the notebook's main model)
     measured: str  # the numbers behind the verdict, short
     verdict: str  # one of VERDICTS
+    setting: str = "any"  # one of SETTING_ORDER
 
     def __post_init__(self) -> None:
         if self.claim_id not in CLAIMS:
             raise ValueError(f"unknown claim_id {self.claim_id!r}; known: {', '.join(CLAIMS)}")
+        if self.setting not in SETTING_ORDER:
+            raise ValueError(f"claim {self.claim_id!r}: setting {self.setting!r} is not one of {SETTING_ORDER}")
         if self.verdict not in VERDICTS:
             raise ValueError(f"claim {self.claim_id!r}: verdict {self.verdict!r} is not one of {VERDICTS}")
         if not self.measured.strip():
@@ -91,48 +102,72 @@ def save(verdicts: list[Verdict], notebook: str, run_model: str, profile: str = 
     """Write one notebook run's verdicts to ``<figures>/claims/<notebook>_<run_model>.csv`` (replacing it)."""
     rows = [{"notebook": notebook, "run_model": run_model, "profile": profile, **asdict(v)} for v in verdicts]
     out = claims_dir(profile) / f"{notebook}_{run_model}.csv"
-    pd.DataFrame(rows, columns=["notebook", "run_model", "profile", "claim_id", "model", "measured",
-                                "verdict"]).to_csv(out, index=False)
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(out, index=False)
     return out
+
+
+COLUMNS = ["notebook", "run_model", "profile", "claim_id", "model", "measured", "verdict", "setting"]
 
 
 def load(profile: str = "full") -> pd.DataFrame:
     """Every recorded verdict of a profile. A claim judged on the same model by two runs (notebook 03 judges
     the BOS claim on the BOS model whichever model it runs on) keeps the row of the run on that model."""
     files = sorted(claims_dir(profile).glob("*.csv"))
-    columns = ["notebook", "run_model", "profile", "claim_id", "model", "measured", "verdict"]
     if not files:
-        return pd.DataFrame(columns=columns)
-    table = pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True)
+        return pd.DataFrame(columns=COLUMNS)
+    table = pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False) for f in files], ignore_index=True)
+    if "setting" not in table.columns:
+        raise ValueError(f"claims files under {claims_dir(profile)} have no 'setting' column: run their notebooks again")
     unknown = sorted(set(table["claim_id"]) - set(CLAIMS))
     if unknown:
         raise ValueError(f"claims files under {claims_dir(profile)} name unknown claims: {unknown}")
     own_run = table["run_model"] == table["model"]
     table = pd.concat([table[~own_run], table[own_run]], ignore_index=True)
-    return table.drop_duplicates(["claim_id", "model"], keep="last").reset_index(drop=True)[columns]
+    return table.drop_duplicates(["claim_id", "model", "setting"], keep="last").reset_index(drop=True)[COLUMNS]
+
+
+def _rows(verdicts: pd.DataFrame) -> list[tuple[str, str]]:
+    """(claim_id, setting) in the paper's order: one per setting that judged the claim, ("id", "") if none did."""
+    if "setting" not in verdicts.columns:
+        verdicts = verdicts.assign(setting="any")
+    rows = []
+    for claim_id in CLAIMS:
+        judged = set(verdicts.loc[verdicts["claim_id"] == claim_id, "setting"])
+        rows += [(claim_id, s) for s in SETTING_ORDER if s in judged] or [(claim_id, "")]
+    return rows
+
+
+def _hit(verdicts: pd.DataFrame, claim_id: str, setting: str, model: str) -> pd.DataFrame:
+    settings = verdicts["setting"] if "setting" in verdicts.columns else "any"
+    return verdicts[(verdicts["claim_id"] == claim_id) & (settings == setting) & (verdicts["model"] == model)]
 
 
 def overview(verdicts: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
-    """One row per claim (in the paper's order): source, claim, the paper's finding, and for each model
-    "<verdict>: <measured>" (empty where no run judged it)."""
+    """One row per claim and setting that judged it (in the paper's order): source, claim, the paper's finding,
+    the setting, and for each model "<verdict>: <measured>" (empty where no run judged it)."""
     models = models or list(dict.fromkeys(verdicts["model"]))
     rows = []
-    for claim_id, c in CLAIMS.items():
-        row = {"claim_id": claim_id, "source": c.source, "claim": c.claim, "paper": c.paper}
+    for claim_id, setting in _rows(verdicts):
+        c = CLAIMS[claim_id]
+        row = {"claim_id": claim_id, "source": c.source, "claim": c.claim, "paper": c.paper, "setting": setting}
         for m in models:
-            hit = verdicts[(verdicts["claim_id"] == claim_id) & (verdicts["model"] == m)]
+            hit = _hit(verdicts, claim_id, setting, m)
             row[m] = f"{hit['verdict'].iloc[0]}: {hit['measured'].iloc[0]}" if len(hit) else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def verdict_grid(verdicts: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
-    """Claims × models of verdicts ("" where not judged), for a picture of the whole table."""
+    """(claim, setting) × models of verdicts ("" where not judged), for a picture of the whole table."""
     models = models or list(dict.fromkeys(verdicts["model"]))
-    grid = pd.DataFrame("", index=pd.Index(list(CLAIMS), name="claim_id"), columns=models)
-    for row in verdicts.itertuples():
-        if row.model in grid.columns:
-            grid.loc[row.claim_id, row.model] = row.verdict
+    rows = _rows(verdicts)
+    index = pd.MultiIndex.from_tuples(rows, names=["claim_id", "setting"])
+    grid = pd.DataFrame("", index=index, columns=models)
+    for claim_id, setting in rows:
+        for m in models:
+            hit = _hit(verdicts, claim_id, setting, m)
+            if len(hit):
+                grid.loc[(claim_id, setting), m] = hit["verdict"].iloc[0]
     return grid
 
 

@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, DEFAULT_SETTING, SETTINGS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--target-new", required=name == "edit", default="x")
         p.add_argument("--target-true", default=None)
         p.add_argument("--layer", type=int, default=None)
+        p.add_argument("--setting", choices=SETTINGS, default=DEFAULT_SETTING,
+                       help="paper: no C⁻¹, as the paper's runs (default); rome: C⁻¹ as Meng et al.'s ROME")
+        p.add_argument("--templates", default=None, metavar="FILE",
+                       help="context templates: a JSON list of strings whose first entry is {} "
+                            "(default: the model's generated templates)")
         p.add_argument("--device", default=None)
         p.add_argument("--bos", choices=("auto", "on", "off"), default="auto")
         p.add_argument("--profile", choices=("smoke", "full"), default="full",
@@ -70,8 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.subject not in args.prompt.format(args.subject):
         parser.error("subject not found in prompt")
     add_bos = {"auto": None, "on": True, "off": False}[args.bos]
+    templates = None
+    if args.templates:
+        try:
+            templates = keys.load_templates(args.templates)
+        except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+            parser.error(f"--templates: {exc}")
     try:
-        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos)
+        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos, setting=args.setting)
     except models.ModelNotAvailable as exc:
         parser.error(str(exc))
     if args.layer is not None:
@@ -79,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--layer must be in 0..{bundle.num_layers - 1}")
         bundle.hparams = bundle.hparams.replace(layer=args.layer)
     profile = get_profile(args.profile)
-    second_moment = stats.second_moment(bundle, n_samples=profile.stats_samples, progress=not args.json)
-    templates = keys.context_templates(bundle, seed=profile.template_seed)
+    second_moment = stats.covariance(bundle, n_samples=profile.stats_samples, progress=not args.json)
+    templates = templates or keys.context_templates(bundle, seed=profile.template_seed)
 
     if args.command == "risk":
-        out = rome.collapse_risk(bundle, case, templates, second_moment).to_dict()
+        out = {**rome.collapse_risk(bundle, case, templates, second_moment).to_dict(), "model": args.model}
         print(json.dumps(out))
         return 0
 
@@ -96,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     with rome.applied(bundle, edit):
         ppl_after = metrics.perplexity(bundle, texts).mean
         scores = metrics.evaluate_cases(bundle, [case], test_prefix=prefix)[0] if args.target_true else None
-    out = {**edit.report.to_dict(), "ppl_before": ppl_before, "ppl_after": ppl_after,
+    out = {**edit.report.to_dict(), "model": args.model, "ppl_before": ppl_before, "ppl_after": ppl_after,
            "efficacy": scores.efficacy if scores else None,
            "generalization": scores.generalization if scores else None,
            "locality": scores.locality if scores else None,

@@ -55,6 +55,7 @@ class EditOutcome:
     case_id: int | str
     group: str
     variant: str
+    setting: str  # "paper" (C = I) or "rome" (C⁻¹)
     subject: str
     prompt: str
     target_new: str
@@ -84,7 +85,7 @@ def measure_edits(bundle: Bundle, edits: list[rome.Edit], groups: dict, ppl_text
             ppl_after = metrics.perplexity(bundle, ppl_texts).mean
             s = metrics.evaluate_cases(bundle, [e.case], test_prefix=test_prefix)[0] if scores else None
         outcomes.append(EditOutcome(
-            e.case.case_id, groups.get(e.case.case_id, "?"), e.report.variant, e.case.subject, e.case.prompt,
+            e.case.case_id, groups.get(e.case.case_id, "?"), e.report.variant, e.report.setting, e.case.subject, e.case.prompt,
             e.case.target_new, e.report.numerator_norm, e.report.denominator, e.report.ratio, e.report.delta_norm,
             ppl_before, ppl_after, not ppl_after < COLLAPSE_FACTOR * ppl_before,  # NaN/inf count as collapsed
             s.efficacy if s else None, s.generalization if s else None, s.locality if s else None,

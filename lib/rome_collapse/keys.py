@@ -62,6 +62,29 @@ def context_templates(bundle: Bundle, seed: int = 0, length_params: list | None 
     return templates
 
 
+def check_templates(templates, source: str = "templates") -> list[str]:
+    """Validate context templates given from outside (a file, another run): a list of strings, the first
+    one exactly "{}" (the unprefixed prompt), each with one "{}" where the prompt goes."""
+    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
+        raise ValueError(f"{source}: expected a non-empty JSON list of strings")
+    if templates[0] != "{}":
+        raise ValueError(f"{source}: the first template must be '{{}}' (the unprefixed prompt), got {templates[0]!r}")
+    for i, t in enumerate(templates):
+        if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}"):
+            raise ValueError(f"{source}: template {i} ({t!r}) must hold exactly one '{{}}' and no other braces")
+    return templates
+
+
+def load_templates(path) -> list[str]:
+    """Context templates from a JSON file: a list of strings, or an object with a "templates" list (as the
+    golden file and the template cache store them)."""
+    with open(path, encoding="utf-8") as f:
+        stored = json.load(f)
+    if isinstance(stored, dict):
+        stored = stored.get("templates")
+    return check_templates(stored, str(path))
+
+
 @dataclass
 class Lookup:
     """A text and the position whose key is read (the subject's last token)."""

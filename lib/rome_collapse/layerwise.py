@@ -165,16 +165,16 @@ def denominator_ratios(bundle: Bundle, groups: dict[str, list[EditCase]], templa
                        n_samples: int, texts: list[str] | None = None, corpus: str = "meppl-10k-minus-50",
                        progress: bool = True) -> list[dict]:
     """ROME's denominator ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) and cos(kᵘ, k̄) of every case as if it were edited at
-    each of ``layers``: one row per layer and case. Needs no v*, only C at each layer (over the first
-    ``n_samples`` of ``texts``, default the statistics corpus; cached like the edit layer's C) and the
-    keys there."""
+    each of ``layers``: one row per layer and case. Needs no v*, only the keys there and, in the "rome"
+    setting, C at each layer (over the first ``n_samples`` of ``texts``, default the statistics corpus;
+    cached like the edit layer's C). In the "paper" setting C is the identity and nothing else is run."""
     from tqdm.auto import tqdm
 
-    from .stats import second_moment
+    from .stats import covariance
 
     rows = []
     for layer in tqdm(layers, desc=f"{bundle.name} layers", disable=not progress, leave=False):
-        C = second_moment(bundle, layer=layer, texts=texts, corpus=corpus, n_samples=n_samples, progress=False)
+        C = covariance(bundle, layer=layer, texts=texts, corpus=corpus, n_samples=n_samples, progress=False)
         for group, cases in groups.items():
             for case in cases:
                 ck = keys.case_keys(bundle, case.prompt, case.subject, templates, layer=layer)

@@ -86,9 +86,24 @@ class HParams:
     context_template_length_params: list = field(default_factory=lambda: [[5, 10], [10, 10]])
     mom2_n_samples: int = 100000
     mom2_max_length: int = 128
+    # The covariance switch. True: the left vector is C⁻¹k̄ (Meng et al.'s ROME). False: C is the
+    # identity and the left vector is k̄ (the paper's runs: every config of the authors sets it off).
+    mom2_adjustment: bool = True
 
     def replace(self, **changes) -> "HParams":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def setting(self) -> str:
+        """The named setting these hyper-parameters belong to (see ``SETTINGS``)."""
+        return "rome" if self.mom2_adjustment else "paper"
+
+
+# Two named settings of ROME; resources/hparams.yaml says what each changes.
+#   paper: as the paper's authors ran every configuration (mom2_adjustment: false, no C⁻¹)
+#   rome:  Meng et al.'s original ROME (C⁻¹ from the keys' second moment over ordinary text)
+SETTINGS = ("paper", "rome")
+DEFAULT_SETTING = "paper"  # the workbook reproduces the paper; it also needs no statistics
 
 
 _HUB_ALIASES = {
@@ -99,16 +114,38 @@ _HUB_ALIASES = {
 }
 
 
-def hparams_for(name: str, num_layers: int | None = None) -> HParams:
-    """ROME hyper-parameters for a model name (published ones for hub models, chosen ones for embedded)."""
-    table = yaml.safe_load(resources.files("rome_collapse").joinpath("resources/hparams.yaml").read_text())
+def check_setting(setting: str) -> str:
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; use one of {', '.join(SETTINGS)}")
+    return setting
+
+
+def _hparams_table() -> dict:
+    return yaml.safe_load(resources.files("rome_collapse").joinpath("resources/hparams.yaml").read_text())
+
+
+def setting_changes(name: str, setting: str) -> dict:
+    """What a named setting sets for a model: the setting's common values, then the model's own overrides."""
+    check_setting(setting)
+    table = _hparams_table()
+    key = _HUB_ALIASES.get(name.lower(), name.lower())
+    own = table["models"].get(key, {}).get("settings", {}).get(setting, {})
+    return {**table["settings"][setting], **own}
+
+
+def hparams_for(name: str, num_layers: int | None = None, setting: str = DEFAULT_SETTING) -> HParams:
+    """ROME hyper-parameters for a model name and setting (published ones for hub models, chosen ones for
+    embedded models), all read from ``resources/hparams.yaml``."""
+    table = _hparams_table()
     key = _HUB_ALIASES.get(name.lower(), name.lower())
     if key in table["models"]:
-        return HParams(**table["models"][key])
-    # Unknown model: ROME's defaults with an early-middle layer, as in the paper's 7B settings.
-    layer = max(1, round(0.17 * num_layers)) if num_layers else 5
-    log.warning("no published ROME settings for %s; using defaults with layer %d", name, layer)
-    return HParams(layer=layer, **table["defaults"])
+        values = {k: v for k, v in table["models"][key].items() if k != "settings"}
+    else:
+        # Unknown model: ROME's defaults with an early-middle layer, as in the paper's 7B settings.
+        layer = max(1, round(0.17 * num_layers)) if num_layers else 5
+        log.warning("no published ROME settings for %s; using defaults with layer %d", name, layer)
+        values = {"layer": layer, **table["defaults"]}
+    return HParams(**{**values, **setting_changes(name, setting)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,6 +182,14 @@ class Bundle:
     def with_bos(self, add_bos: bool) -> "Bundle":
         """The same model and weights with the BOS switch set (no copy of the model)."""
         return dataclasses.replace(self, add_bos=add_bos)
+
+    @property
+    def setting(self) -> str:
+        return self.hparams.setting
+
+    def with_setting(self, setting: str) -> "Bundle":
+        """The same model and weights with the hyper-parameters of a named setting ("paper" or "rome")."""
+        return dataclasses.replace(self, hparams=self.hparams.replace(**setting_changes(self.name, setting)))
 
 
 EMBEDDED = {
@@ -221,14 +266,15 @@ def tokenizer_adds_bos(tokenizer) -> bool:
 
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None, add_bos: bool | None = None,
-               device_map: str | None = None) -> Bundle:
-    """Load a model by name into a :class:`Bundle`.
+               device_map: str | None = None, setting: str = DEFAULT_SETTING) -> Bundle:
+    """Load a model by name into a :class:`Bundle` with the hyper-parameters of ``setting``.
 
     ``add_bos=None`` keeps the tokenizer's own habit (SmolLM2 and GPT-2: no BOS; Gemma and Llama-2: BOS).
     ``device_map="auto"`` spreads a large hub model over several GPUs (needs accelerate).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_setting(setting)
     dtype = dtype or torch.float32
     if name in EMBEDDED:
         source, kwargs = str(_embedded_dir(name)), {}
@@ -253,7 +299,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
         tokenizer.pad_token = tokenizer.eos_token
     spec = spec_for(model)
     bundle = Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec,
-                    hparams=hparams_for(name, getattr(model.config, "num_hidden_layers", None)),
+                    hparams=hparams_for(name, getattr(model.config, "num_hidden_layers", None), setting),
                     add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos)
     if bundle.add_bos and tokenizer.bos_token_id is None:
         raise ValueError(f"{name}'s tokenizer has no BOS token; use add_bos=False")
@@ -261,13 +307,18 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
 
 
 def from_model(model: torch.nn.Module, tokenizer, name: str = "custom", hparams: HParams | None = None,
-               add_bos: bool | None = None) -> Bundle:
-    """Wrap an already-built model (e.g. a tiny random one in tests) in a Bundle."""
+               add_bos: bool | None = None, setting: str | None = None) -> Bundle:
+    """Wrap an already-built model (e.g. a tiny random one in tests) in a Bundle.
+
+    ``hparams`` default to ROME's with layer 1; ``setting`` (if given) switches them to a named setting."""
     model.eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    hparams = hparams or HParams(layer=1)
+    if setting is not None:
+        hparams = hparams.replace(**setting_changes(name, setting))
     return Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec_for(model),
-                  hparams=hparams or HParams(layer=1),
+                  hparams=hparams,
                   add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos)
 
 

@@ -6,6 +6,10 @@ The update (paper, Eq. 3), with C the keys' second moment and k̄ the prefixed k
 
 ``variant="rome"`` is the official code: k = kᵘ (the unprefixed key) in the numerator and the
 denominator. ``variant="c-rome"`` is the paper's fix: k = k̄ everywhere. Both start from the same v*.
+
+C is what ``stats.covariance`` gives under the bundle's setting: the keys' second moment in ROME's
+original ("rome"), the identity in the paper's runs ("paper", ``mom2_adjustment: false``), where the
+left vector is k̄ itself and ROME's denominator is kᵘ·k̄.
 """
 from __future__ import annotations
 
@@ -143,13 +147,14 @@ def _split(bundle: Bundle, rows: _Rows, sel: torch.Tensor) -> _Split:
 
 def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
                     hparams: HParams | None = None, progress: bool = False,
-                    prefix_cache: bool = True) -> list[ValueResult]:
+                    prefix_cache: bool = True, on_step=None) -> list[ValueResult]:
     """v* for each request, optimised together in one batched forward per step.
 
     Each request has its own delta, loss, norm clamp and early stop; the losses are independent,
     so the result equals optimising one request at a time. Model weights get no gradients, logits
     are computed only where the loss reads them, and (``prefix_cache``) the tokens before the
-    subject are run once instead of at every step.
+    subject are run once instead of at every step. ``on_step(n)``, when given, is called after each step
+    with the number of steps done (a widget's progress bar).
     """
     hp = hparams or bundle.hparams
     layer = hp.layer if layer is None else layer
@@ -217,6 +222,8 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
         steps[idx] = it + 1
         final_loss[idx] = loss.detach().cpu()[idx]
         target_prob[idx] = mean_prob.cpu()[idx]
+        if on_step is not None:
+            on_step(it + 1)
         still = active & (loss.detach() >= EARLY_STOP_LOSS)
         if it == hp.v_num_grad_steps - 1 or not still.any():
             break
@@ -241,10 +248,12 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
 # --------------------------------------------------------------------------------------------
 @dataclass
 class EditReport:
-    """What the update did. ``denominator`` uses ROME's normalised left vector u = C⁻¹k̄ / ‖C⁻¹k̄‖, as the
-    paper's tables do; ``ratio`` = (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) is scale-free (1 when kᵘ = k̄)."""
+    """What the update did. ``denominator`` is k·u with ROME's normalised left vector u = C⁻¹k̄ / ‖C⁻¹k̄‖,
+    the number the authors' code prints (in their runs, setting "paper", C = I: kᵘ·k̄/‖k̄‖ for ROME and
+    ‖k̄‖ for C-ROME); ``ratio`` = (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) is scale-free (1 when kᵘ = k̄)."""
     case_id: int | str
     variant: str
+    setting: str  # "paper" (C = I) or "rome" (C⁻¹)
     layer: int
     numerator_norm: float  # ‖v* − W k − b‖
     denominator: float  # k · u
@@ -298,12 +307,21 @@ def _bias(bundle: Bundle, layer: int) -> torch.Tensor | None:
     return getattr(bundle.down_proj(layer), "bias", None)
 
 
+def check_covariance(bundle: Bundle, second_moment: SecondMoment) -> None:
+    """Refuse to mix settings: a C computed for ROME's original with a bundle set up as the paper, or the reverse."""
+    if second_moment.is_identity == bundle.hparams.mom2_adjustment:
+        given = "the identity" if second_moment.is_identity else "a second moment C"
+        raise ValueError(f"setting {bundle.setting!r} (mom2_adjustment={bundle.hparams.mom2_adjustment}) was given "
+                         f"{given}; use stats.covariance(bundle) for this setting")
+
+
 def make_edit(bundle: Bundle, case: EditCase, value: ValueResult, keys: CaseKeys, second_moment: SecondMoment,
               variant: str = "rome", layer: int | None = None) -> Edit:
     layer = bundle.hparams.layer if layer is None else layer
+    check_covariance(bundle, second_moment)
     delta, parts = rank_one_update(bundle.weight(layer), second_moment, keys.unprefixed_key, keys.prefixed_key,
                                    value.v_star, variant, _bias(bundle, layer))
-    report = EditReport(case_id=case.case_id, variant=variant, layer=layer, **parts)
+    report = EditReport(case_id=case.case_id, variant=variant, setting=bundle.setting, layer=layer, **parts)
     return Edit(case, layer, delta.to(bundle.weight(layer).dtype), report, value)
 
 
@@ -311,7 +329,9 @@ def make_edit(bundle: Bundle, case: EditCase, value: ValueResult, keys: CaseKeys
 # v* cache and the whole pipeline for many requests
 # --------------------------------------------------------------------------------------------
 def _value_key(bundle: Bundle, case: EditCase, templates: list[str], layer: int, hp: HParams) -> dict:
-    return {"model": bundle.name, "add_bos": bundle.add_bos, "layer": layer, "hparams": asdict(hp),
+    # v* does not depend on the covariance (mom2_*), so both settings share one entry.
+    v_hparams = {k: v for k, v in asdict(hp).items() if not k.startswith("mom2")}
+    return {"model": bundle.name, "add_bos": bundle.add_bos, "layer": layer, "hparams": v_hparams,
             "templates": hashlib.sha256(json.dumps(templates).encode()).hexdigest(),
             "prompt": case.prompt, "subject": case.subject, "target_new": case.target_new,
             "code_version": CACHE_VERSION}
@@ -350,8 +370,9 @@ def _save_value(path, key: dict, value: ValueResult) -> None:
 
 def values_for(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
                hparams: HParams | None = None, batch_size: int = 8, cache: bool = True,
-               progress: bool = True) -> list[ValueResult]:
-    """v* for each case: from the cache when computed before, else optimised in batches."""
+               progress: bool = True, on_step=None) -> list[ValueResult]:
+    """v* for each case: from the cache when computed before, else optimised in batches
+    (``on_step`` goes to :func:`optimize_values`)."""
     hp = hparams or bundle.hparams
     layer = hp.layer if layer is None else layer
     keys = [_value_key(bundle, c, templates, layer, hp) for c in cases]
@@ -366,7 +387,8 @@ def values_for(bundle: Bundle, cases: list[EditCase], templates: list[str], laye
     todo = [i for i, r in enumerate(results) if r is None]
     for start in tqdm(range(0, len(todo), batch_size), desc="optimising v*", disable=not progress or not todo):
         chunk = todo[start:start + batch_size]
-        for i, value in zip(chunk, optimize_values(bundle, [cases[i] for i in chunk], templates, layer, hp)):
+        for i, value in zip(chunk, optimize_values(bundle, [cases[i] for i in chunk], templates, layer, hp,
+                                                   on_step=on_step)):
             results[i] = value
             if cache:
                 _save_value(_value_path(keys[i]), keys[i], value)
@@ -399,6 +421,7 @@ def edit(bundle: Bundle, case: EditCase, templates: list[str], second_moment: Se
 @dataclass
 class RiskReport:
     case_id: int | str
+    setting: str  # "paper" (C = I) or "rome" (C⁻¹)
     ratio: float  # (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄)
     subject_first_token: bool
     key_distance: float
@@ -413,9 +436,10 @@ def collapse_risk(bundle: Bundle, case: EditCase, templates: list[str], second_m
     """How small ROME's denominator would be for this request, from the keys alone (no v*)."""
     from .tokens import subject_is_first_token
 
+    check_covariance(bundle, second_moment)
     keys = case_keys(bundle, case.prompt, case.subject, templates, layer)
     ratio = denominator_ratio(second_moment, keys.unprefixed_key, keys.prefixed_key)
-    return RiskReport(case.case_id, ratio, subject_is_first_token(bundle, case.prompt, case.subject),
+    return RiskReport(case.case_id, bundle.setting, ratio, subject_is_first_token(bundle, case.prompt, case.subject),
                       (keys.unprefixed_key - keys.prefixed_key).norm().item(), ratio < threshold)
 
 

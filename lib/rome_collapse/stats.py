@@ -1,5 +1,8 @@
 """C = E[k kᵀ]: the second moment of the edited projection's input over ordinary text.
 
+``covariance(bundle)`` is what an edit divides by under the bundle's setting: C (ROME's original,
+``mom2_adjustment`` on) or the identity (the paper's runs, switched off; nothing is computed then).
+
 Accumulated in float64 over every non-padding token, the forward pass stopped inside the edit
 layer, and cached on disk as safetensors (the metadata in the file's header names everything that
 changes the matrix; a truncated or mismatching file is recomputed, never unpickled).
@@ -29,14 +32,28 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SecondMoment:
-    matrix: torch.Tensor  # (d_in, d_in), float64
+    matrix: torch.Tensor | None  # (d_in, d_in), float64; None stands for the identity (no C⁻¹)
     n_tokens: int
     metadata: dict
 
+    @classmethod
+    def identity(cls) -> "SecondMoment":
+        """C = I: the left vector is k̄ itself, as in the paper's runs (``mom2_adjustment: false``)."""
+        return cls(None, 0, {"mom2_adjustment": False})
+
+    @property
+    def is_identity(self) -> bool:
+        return self.matrix is None
+
     def solve(self, vectors: torch.Tensor) -> torch.Tensor:
-        """C⁻¹ v for a vector or a (n, d) stack, in float64."""
+        """C⁻¹ v for a vector or a (n, d) stack, in float64 (v itself for the identity)."""
+        if self.matrix is None:
+            return vectors.to(torch.float64)
         v = vectors.to(self.matrix.device, torch.float64)
         return torch.linalg.solve(self.matrix, v.T).T if v.ndim == 2 else torch.linalg.solve(self.matrix, v)
+
+    def describe(self) -> str:
+        return "no C⁻¹ (identity)" if self.matrix is None else f"C over {self.n_tokens:,} tokens"
 
 
 def _batches(bundle: Bundle, texts: list[str], max_length: int, token_budget: int):
@@ -115,3 +132,11 @@ def second_moment(bundle: Bundle, layer: int | None = None, texts: list[str] | N
             if os.path.exists(tmp):
                 os.remove(tmp)
     return SecondMoment(matrix, n_tokens, metadata)
+
+
+def covariance(bundle: Bundle, layer: int | None = None, n_samples: int | None = None, **kwargs) -> SecondMoment:
+    """What the update's left vector is solved against under the bundle's setting: C at ``layer``
+    (``second_moment``, cached) when ``mom2_adjustment`` is on, else the identity, with no statistics run."""
+    if not bundle.hparams.mom2_adjustment:
+        return SecondMoment.identity()
+    return second_moment(bundle, layer=layer, n_samples=n_samples, **kwargs)

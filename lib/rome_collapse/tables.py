@@ -43,15 +43,16 @@ def score_edits(bundle: Bundle, edits: list[rome.Edit], groups: dict, test_prefi
     return pd.DataFrame(rows)
 
 
-def saved_edits(path: str | Path, edits: dict[str, list[rome.Edit]], rtol: float = 1e-4) -> pd.DataFrame | None:
-    """The per-edit table at ``path`` restricted to ``edits``, or None when it is missing or does not
-    hold every one of them with the same denominator (other C, templates, v* or cases)."""
+def saved_edits(path: str | Path, edits: dict[str, list[rome.Edit]], setting: str, rtol: float = 1e-4) -> pd.DataFrame | None:
+    """The per-edit table at ``path`` restricted to ``edits`` of ``setting``, or None when it is missing or does
+    not hold every one of them with the same denominator (other C, templates, v* or cases)."""
     path = Path(path)
     if not path.exists():
         return None
     table = pd.read_csv(path)
-    if not {"case_id", "variant", "denominator"} <= set(table.columns):
+    if not {"case_id", "variant", "denominator", "setting"} <= set(table.columns):
         return None
+    table = table[table["setting"] == setting]
     wanted = {(str(e.case.case_id), v): e.report.denominator for v, es in edits.items() for e in es}
     ids = table["case_id"].astype(str)
     table = table[[(c, v) in wanted for c, v in zip(ids, table["variant"])]]

@@ -1,0 +1,123 @@
+"""The covariance switch and the two named settings ("paper": no C⁻¹, as the authors ran; "rome": C⁻¹)."""
+import json
+
+import pytest
+import torch
+
+from rome_collapse import keys, models, rome, stats
+from rome_collapse.data import EditCase
+
+CASE = EditCase("paris", "{} is located in", "Paris", "Italy", "France")
+LATE = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux", "English", "French")
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital and largest city of France.",
+         "I like apples and oranges very much, you know.", "Because it rained, the match was cancelled."] * 8
+
+
+@pytest.fixture(scope="module")
+def paper(tiny):
+    return tiny.with_setting("paper")
+
+
+@pytest.fixture(scope="module")
+def setup(paper):
+    templates = keys.context_templates(paper, seed=0, cache=False)
+    values = rome.optimize_values(paper, [CASE, LATE], templates)
+    return templates, values
+
+
+def test_settings_switch_only_the_covariance(tiny):
+    paper, original = tiny.with_setting("paper"), tiny.with_setting("rome")
+    assert paper.setting == "paper" and not paper.hparams.mom2_adjustment
+    assert original.setting == "rome" and original.hparams.mom2_adjustment
+    assert paper.hparams.replace(mom2_adjustment=True) == original.hparams
+    with pytest.raises(ValueError, match="unknown setting 'memit'"):
+        tiny.with_setting("memit")
+
+
+@pytest.mark.parametrize("name, layer, steps, decay", [
+    ("gpt2-xl", 17, 20, 0.5), ("EleutherAI/gpt-j-6B", 5, 20, 0.5),
+    ("meta-llama/Llama-2-7b-hf", 5, 25, 0.001), ("mistralai/Mistral-7B-v0.1", 5, 25, 0.001)])
+def test_paper_setting_is_the_authors_configuration(name, layer, steps, decay):
+    hp = models.hparams_for(name, setting="paper")
+    assert (hp.layer, hp.v_num_grad_steps, hp.v_weight_decay) == (layer, steps, decay)
+    assert (hp.v_lr, hp.clamp_norm_factor, hp.kl_factor, hp.mom2_adjustment) == (0.5, 4.0, 0.0625, False)
+    assert models.hparams_for(name, setting="rome").mom2_adjustment is True
+
+
+def test_paper_setting_computes_no_statistics(paper, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("statistics were computed with the covariance switched off")
+
+    monkeypatch.setattr(stats, "compute_second_moment", fail)
+    covariance = stats.covariance(paper)
+    assert covariance.is_identity
+    v = torch.randn(5, 64)
+    assert torch.equal(covariance.solve(v), v.double())
+
+
+@pytest.mark.parametrize("variant", rome.VARIANTS)
+def test_without_covariance_the_update_lands_on_its_own_key(paper, setup, variant):
+    templates, values = setup
+    ck = keys.case_keys(paper, CASE.prompt, CASE.subject, templates)
+    edit = rome.make_edit(paper, CASE, values[0], ck, stats.covariance(paper), variant)
+    key = ck.unprefixed_key if variant == "rome" else ck.prefixed_key
+    with rome.applied(paper, edit):
+        landed = paper.weight(1).double() @ key.double()
+    assert torch.allclose(landed, values[0].v_star.double(), atol=1e-4, rtol=1e-4)  # W'k = v*
+    assert edit.report.setting == "paper"
+
+
+def test_without_covariance_the_update_is_the_closed_form(paper, setup):
+    """ΔW = (v* − W kᵘ) k̄ᵀ / (kᵘ·k̄) for ROME and (v* − W k̄) k̄ᵀ / ‖k̄‖² for C-ROME, written out here in numpy."""
+    templates, values = setup
+    ck = keys.case_keys(paper, CASE.prompt, CASE.subject, templates)
+    W = paper.weight(1).detach().double().numpy()
+    ku, kb, v = (t.detach().double().cpu().numpy() for t in (ck.unprefixed_key, ck.prefixed_key, values[0].v_star))
+    import numpy as np
+
+    expected = {"rome": np.outer(v - W @ ku, kb) / (ku @ kb), "c-rome": np.outer(v - W @ kb, kb) / (kb @ kb)}
+    printed = {"rome": ku @ kb / np.linalg.norm(kb), "c-rome": np.linalg.norm(kb)}  # what the authors' code prints
+    for variant in rome.VARIANTS:
+        edit = rome.make_edit(paper, CASE, values[0], ck, stats.covariance(paper), variant)
+        assert np.allclose(edit.delta.double().numpy(), expected[variant], rtol=1e-4, atol=1e-6)
+        assert edit.report.denominator == pytest.approx(printed[variant], rel=1e-5)
+        assert edit.report.ratio == pytest.approx(ku @ kb / (kb @ kb), rel=1e-5)
+
+
+def test_mixing_settings_is_refused(tiny, paper, setup):
+    templates, values = setup
+    ck = keys.case_keys(paper, CASE.prompt, CASE.subject, templates)
+    C = stats.second_moment(tiny.with_setting("rome"), texts=TEXTS, cache=False, progress=False)
+    with pytest.raises(ValueError, match="setting 'paper'.*given a second moment C"):
+        rome.make_edit(paper, CASE, values[0], ck, C, "rome")
+    with pytest.raises(ValueError, match="setting 'rome'.*given the identity"):
+        rome.collapse_risk(tiny.with_setting("rome"), CASE, templates, stats.SecondMoment.identity())
+
+
+def test_both_settings_share_v_star(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path))
+    templates = keys.context_templates(tiny, seed=0, cache=False)
+    first = rome.values_for(tiny.with_setting("paper"), [CASE], templates, progress=False)[0]
+    calls = []
+    monkeypatch.setattr(rome, "optimize_values", lambda *a, **k: calls.append(1) or [])
+    again = rome.values_for(tiny.with_setting("rome"), [CASE], templates, progress=False)[0]
+    assert not calls and torch.equal(first.v_star, again.v_star)
+
+
+@pytest.mark.parametrize("templates, message", [
+    (["The day. {}"], "first template must be '{}'"),
+    (["{}", "no placeholder"], "template 1"),
+    ("{}", "non-empty JSON list of strings"),
+    ([], "non-empty JSON list of strings"),
+])
+def test_bad_templates_are_named(tmp_path, templates, message):
+    path = tmp_path / "templates.json"
+    path.write_text(json.dumps(templates))
+    with pytest.raises(ValueError, match=message):
+        keys.load_templates(path)
+
+
+def test_templates_file_round_trip(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"templates": ["{}", "It rained. {}"]}))
+    assert keys.load_templates(path) == ["{}", "It rained. {}"]

@@ -164,3 +164,30 @@ def test_perplexity_matches_a_direct_computation(tiny):
     # logits in chunks smaller than a text, across a padded batch: the same numbers
     chunked = metrics.perplexity(tiny, texts, batch_size=3, logits_chunk=2)
     assert chunked.per_text == pytest.approx(got.per_text, rel=1e-5)
+
+
+def test_continuations_are_greedy(tiny):
+    from rome_collapse.tokens import token_ids
+
+    prompt = "The capital of France is"
+    ids = token_ids(tiny, prompt)
+    for _ in range(4):  # argmax, one token at a time, written out here
+        with torch.no_grad():
+            logits = tiny.model(input_ids=torch.tensor([ids])).logits[0, -1]
+        ids.append(int(logits.argmax()))
+    expected = tiny.tokenizer.decode(ids[-4:], skip_special_tokens=True)
+    assert metrics.continuations(tiny, [prompt], max_new_tokens=4) == [expected]
+
+
+def test_continuation_table_shows_each_state_and_restores(tiny, tiny_setup):
+    from rome_collapse import experiments
+
+    second_moment, templates, _ = tiny_setup
+    edits = rome.compute_edits(tiny, CASES[:2], templates, second_moment, cache=False, progress=False)
+    before = tiny.weight(1).detach().clone()
+    table = experiments.continuation_table(tiny, edits, ["It was a sunny"], max_new_tokens=3)
+    assert list(table.columns) == ["case", "prompt", "unedited", "ROME", "C-ROME"]
+    assert len(table) == 4 and list(table["prompt"])[:2] == ["It was a sunny", CASES[0].text]
+    assert torch.equal(tiny.weight(1), before)
+    with rome.applied(tiny, edits["rome"][0]):
+        assert metrics.continuations(tiny, [CASES[0].text], 3)[0] == table["ROME"].iloc[1]

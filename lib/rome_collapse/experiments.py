@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 
+import pandas as pd
+
 from tqdm.auto import tqdm
 
 from . import metrics, rome
@@ -104,3 +106,28 @@ def edit_and_measure(bundle: Bundle, selection: dict[str, list[EditCase]], templ
     ppl_before = metrics.perplexity(bundle, ppl_texts).mean
     return [o for v in variants
             for o in measure_edits(bundle, edits[v], groups, ppl_texts, ppl_before, scores=scores, progress=progress)]
+
+
+def continuation_table(bundle: Bundle, edits: dict[str, list[rome.Edit]], openings: list[str],
+                       max_new_tokens: int = 16) -> pd.DataFrame:
+    """Greedy continuations of ``openings`` and of each edit's rewrite prompt: unedited, after ROME and after
+    C-ROME (each edit applied alone, weights restored after). One row per case and prompt; ``edits`` maps
+    "rome" and "c-rome" to edits of the same cases in the same order."""
+    labels = {"rome": "ROME", "c-rome": "C-ROME"}
+    cases = [e.case for e in edits["rome"]]
+    prompts = {c.case_id: openings + [c.text] for c in cases}
+    unique = list(dict.fromkeys(p for ps in prompts.values() for p in ps))
+    before = dict(zip(unique, metrics.continuations(bundle, unique, max_new_tokens)))
+    after = {}
+    for variant, variant_edits in edits.items():
+        for e in variant_edits:
+            with rome.applied(bundle, e):
+                texts = metrics.continuations(bundle, prompts[e.case.case_id], max_new_tokens)
+            after[(variant, e.case.case_id)] = texts
+    rows = []
+    for c in cases:
+        for i, prompt in enumerate(prompts[c.case_id]):
+            rows.append({"case": f"{c.subject}: {c.target_true} → {c.target_new}", "prompt": prompt,
+                         "unedited": before[prompt],
+                         **{labels[v]: after[(v, c.case_id)][i] for v in edits if (v, c.case_id) in after}})
+    return pd.DataFrame(rows)

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from .data import EditCase
 from .models import Bundle
-from .tokens import pad_batch, subject_is_first_token, token_ids
+from .tokens import encode, pad_batch, subject_is_first_token, token_ids
 from .trace import lm_logits, run_base
 
 
@@ -146,3 +146,18 @@ def mean_distance_to_centroid(representations: torch.Tensor) -> float:
     """How concentrated a set of vectors is: mean Euclidean distance to their centroid (paper, App. A.5)."""
     reps = representations.double()
     return (reps - reps.mean(0)).norm(dim=1).mean().item()
+
+
+def continuations(bundle: Bundle, prompts: list[str], max_new_tokens: int = 16) -> list[str]:
+    """Greedy continuation of each prompt (BOS per the bundle's switch), the new text only.
+
+    One prompt at a time: no padding, so what is shown is exactly what the model says after that prompt."""
+    out = []
+    for prompt in prompts:
+        batch = encode(bundle, [prompt])
+        with torch.no_grad():
+            ids = bundle.model.generate(**batch.model_inputs(), do_sample=False, max_new_tokens=max_new_tokens,
+                                        pad_token_id=bundle.tokenizer.pad_token_id, top_p=None, top_k=None,
+                                        temperature=None)
+        out.append(bundle.tokenizer.decode(ids[0, batch.input_ids.shape[1]:], skip_special_tokens=True))
+    return out

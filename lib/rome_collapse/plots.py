@@ -49,3 +49,12 @@ def tsne(points: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndar
     perplexity = min(perplexity, max(2.0, (len(points) - 1) / 3.0))
     return np.asarray(TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=1,
                            verbose=False).fit(points))
+
+
+def show_text_table(table: pd.DataFrame, columns: list[str]):
+    """A table of texts that wraps long cells and keeps whitespace visible (for continuations)."""
+    from IPython.display import HTML
+
+    styled = table[columns].style.hide(axis="index").set_properties(
+        **{"text-align": "left", "white-space": "pre-wrap", "vertical-align": "top", "font-size": "0.85em"})
+    return HTML(styled.to_html())

@@ -69,6 +69,9 @@ CLAIMS: dict[str, Claim] = {
         "subject-first edit; C-ROME (consistent keys) does not",
         "not studied (single edits only); the butterfly-effect and Rebuilding-ROME studies report ROME collapsing "
         "within tens to hundreds of sequential edits and consistent keys preventing it"),
+    "predict-collapse": Claim(
+        "Beyond the paper", "The pre-flight denominator ratio (keys only, no v*) tells which ROME edits collapse",
+        "not studied: the paper explains the collapse by the small denominator, measured after editing"),
 }
 
 

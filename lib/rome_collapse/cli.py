@@ -1,4 +1,5 @@
-"""``python -m rome_collapse edit|risk …``: one edit (or its pre-flight check) from the command line.
+"""``python -m rome_collapse edit|risk|scan …``: one edit (or its pre-flight check) from the command line,
+or the pre-flight check of every case of a CounterFact-format file (``scan``).
 
 The result is one JSON object on the last line of standard output; bad arguments exit with 2.
 """
@@ -42,7 +43,102 @@ def _parser() -> argparse.ArgumentParser:
                            help="evaluate with an editing prefix when the subject is the first token")
             p.add_argument("--ppl-texts", default="50",
                            help="ME-PPL set (50, 1k, 10k) or a JSON file with a list of strings")
+    _scan_parser(sub)
     return parser
+
+
+def _scan_parser(sub) -> None:
+    p = sub.add_parser("scan", help="pre-flight ratio of every case of a CounterFact-format file (no v*)",
+                       description="ROME's denominator ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) of every case, from "
+                                   "keys computed in batches; a CSV per case and a summary.")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--cases", default=None, metavar="FILE",
+                   help="CounterFact-format JSON list of records (default: the curated cases shipped here)")
+    p.add_argument("--layer", type=int, default=None)
+    p.add_argument("--setting", choices=SETTINGS, default=DEFAULT_SETTING,
+                   help="paper: no C⁻¹, as the paper's runs (default); rome: C⁻¹ as Meng et al.'s ROME")
+    p.add_argument("--templates", default=None, metavar="FILE",
+                   help="context templates: a JSON list of strings whose first entry is {} "
+                        "(default: the model's generated templates)")
+    p.add_argument("--threshold", type=float, default=0.1, help="at risk when the ratio is below this")
+    p.add_argument("--out", default=None, metavar="CSV", help="write one row per case to this CSV file")
+    p.add_argument("--device", default=None)
+    p.add_argument("--bos", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--profile", choices=("smoke", "full"), default="full",
+                   help="size of the statistics sample for --setting rome (see rome_collapse.profiles)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads while scanning (default 1: the batches are small; 0 leaves torch's own)")
+    p.add_argument("--json", action="store_true",
+                   help="print only the summary, as one JSON line, and no progress bar")
+
+
+def _scan(args) -> int:
+    """The ``scan`` command. Bad input (file, record, option) exits 2 with one line naming it, no traceback."""
+    from pathlib import Path
+
+    def fail(message: str) -> int:
+        print(f"python -m rome_collapse scan: error: {message}", file=sys.stderr)
+        return 2
+
+    from . import keys, models, scan, stats
+    from .data import CaseError, curated_cases, load_cases
+    from .profiles import get_profile
+
+    try:
+        cases = load_cases(args.cases) if args.cases else curated_cases()
+    except CaseError as exc:
+        return fail(f"{args.cases}: {exc}")
+    except (OSError, ValueError) as exc:  # missing file, not JSON (json.JSONDecodeError is a ValueError)
+        return fail(f"--cases {args.cases}: {exc}")
+    if not cases:
+        return fail(f"--cases {args.cases}: no records")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        return fail(f"--out {args.out}: folder does not exist")
+    if args.threads < 0:
+        return fail("--threads must be 0 or more")
+    templates = None
+    if args.templates:
+        try:
+            templates = keys.load_templates(args.templates)
+        except (OSError, ValueError) as exc:
+            return fail(f"--templates: {exc}")
+    add_bos = {"auto": None, "on": True, "off": False}[args.bos]
+    if args.json:  # no progress bars at all, the model loader's included
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    try:
+        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos, setting=args.setting)
+    except models.ModelNotAvailable as exc:
+        return fail(str(exc))
+    if args.layer is not None:
+        if not 0 <= args.layer < bundle.num_layers:
+            return fail(f"--layer must be in 0..{bundle.num_layers - 1}")
+        bundle.hparams = bundle.hparams.replace(layer=args.layer)
+    profile = get_profile(args.profile)
+    second_moment = stats.covariance(bundle, n_samples=profile.stats_samples, progress=not args.json)
+    templates = templates or keys.context_templates(bundle, seed=profile.template_seed)
+    try:
+        rows, summary = scan.scan_cases(bundle, cases, templates, second_moment, threshold=args.threshold,
+                                        threads=args.threads or None, progress=not args.json)
+    except CaseError as exc:
+        return fail(f"{args.cases or 'curated cases'}: {exc}")
+    out = {**summary.to_dict(), "cases_file": args.cases, "csv": args.out}
+    if args.out:
+        import pandas as pd
+
+        pd.DataFrame([r.to_dict() for r in rows]).to_csv(args.out, index=False)
+    if not args.json:
+        print("\n".join(summary.lines()))
+        at_risk = [r for r in rows if r.at_risk]
+        for r in at_risk[:10]:
+            print(f"  at risk: case {r.case_id} ({r.subject!r} at token {r.subject_position}): ratio {r.ratio:.4f}")
+        if len(at_risk) > 10:
+            print(f"  … and {len(at_risk) - 10} more" + (f" (all in {args.out})" if args.out else ""))
+        if args.out:
+            print(f"one row per case in {args.out}")
+    print(json.dumps(out))
+    return 0
 
 
 def _ppl_texts(spec: str) -> list[str]:
@@ -61,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # exits 2 with a one-line usage error on bad arguments
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.command == "scan":
+        return _scan(args)
     from . import keys, metrics, models, rome, stats
     from .data import CaseError, EditCase, parse_case
     from .profiles import get_profile

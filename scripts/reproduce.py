@@ -5,7 +5,13 @@
 
 Executed copies go to --out (git ignores build/); the full profile refreshes figures/ and records each
 notebook's time in figures/reproduce_timings.csv (one row per notebook and model, replaced on each run).
+With --commit (full profile only) each executed notebook is also written back over its source in
+notebooks/, cleaned of progress bars and volatile metadata (rome_collapse.notebooks.clean_executed).
 A failing notebook stops the run with the notebook and the failing cell named (exit 1).
+
+    python scripts/reproduce.py --smoke-copies build/nbval notebooks/*.ipynb
+
+writes output-free copies with the notebooks' own (smoke) parameters for `make test`'s nbval run.
 """
 import argparse
 import os
@@ -13,8 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import papermill
+
+from rome_collapse.notebooks import clean_executed, smoke_copy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +34,19 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--profile", default="full", choices=("smoke", "full"))
     parser.add_argument("--out", type=Path, default=Path("build/notebooks"))
+    parser.add_argument("--commit", action="store_true",
+                        help="write each executed notebook back into its source file (full profile only)")
+    parser.add_argument("--smoke-copies", type=Path, default=None, metavar="DIR",
+                        help="only write output-free copies of the notebooks into DIR (for nbval) and exit")
     args = parser.parse_args()
+    if args.smoke_copies:
+        args.smoke_copies.mkdir(parents=True, exist_ok=True)
+        for notebook in args.notebooks:
+            nbformat.write(nbformat.from_dict(smoke_copy(nbformat.read(notebook, as_version=4))),
+                           args.smoke_copies / notebook.name)
+        return 0
+    if args.commit and args.profile != "full":
+        parser.error("--commit writes into notebooks/: only full-profile outputs are committed")
     args.out.mkdir(parents=True, exist_ok=True)
     timings = []
     for notebook in args.notebooks:
@@ -42,6 +63,9 @@ def main() -> int:
                   f"  executed copy with the error: {target}", file=sys.stderr)
             return 1
         seconds = time.perf_counter() - start
+        if args.commit:
+            executed = nbformat.read(target, as_version=4)
+            nbformat.write(nbformat.from_dict(clean_executed(executed, args.profile, args.model, REPO)), notebook)
         timings.append({"notebook": notebook.name, "model": args.model, "profile": args.profile,
                         "seconds": round(seconds, 1)})
         print(f"  {notebook.name}: {seconds:.0f} s", flush=True)

@@ -68,11 +68,11 @@ def main() -> int:
             nbformat.write(nbformat.from_dict(clean_executed(executed, args.profile, args.model, REPO)), notebook)
         timings.append({"notebook": notebook.name, "model": args.model, "profile": args.profile,
                         "seconds": round(seconds, 1)})
+        if args.profile == "full":  # recorded as each notebook ends, so a later failure keeps the earlier times
+            record_timings(timings[-1:], REPO / "figures" / "reproduce_timings.csv")
         print(f"  {notebook.name}: {seconds:.0f} s", flush=True)
     log = args.out / f"timings-{args.model}-{args.profile}.csv"
     pd.DataFrame(timings).to_csv(log, index=False)
-    if args.profile == "full":
-        record_timings(timings, REPO / "figures" / "reproduce_timings.csv")
     total = sum(t["seconds"] for t in timings)
     print(f"all {len(timings)} notebooks on {args.model} ({args.profile}): {total:.0f} s; timings in {log}")
     return 0

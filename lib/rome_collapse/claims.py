@@ -32,7 +32,8 @@ class Claim:
 
 CLAIMS: dict[str, Claim] = {
     "denominator": Claim(
-        "Table 1", "Collapse cases have a tiny ROME denominator (kᵘ against C⁻¹k̄); numerators are alike",
+        "Table 1", "Collapse cases have a tiny ROME denominator (kᵘ against the left vector: k̄, or C⁻¹k̄ with C); "
+        "numerators are alike",
         "|denominator| orders of magnitude smaller for collapse cases than for normal cases"),
     "rome-collapses": Claim(
         "Table 2", "One ROME edit of a collapse case collapses the model",

@@ -66,8 +66,8 @@ def _scan_parser(sub) -> None:
     p.add_argument("--bos", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--profile", choices=("smoke", "full"), default="full",
                    help="size of the statistics sample for --setting rome (see rome_collapse.profiles)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads while scanning (default 1: the batches are small; 0 leaves torch's own)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads while scanning (default 0: torch's own; 1 helps when other jobs share the cores)")
     p.add_argument("--json", action="store_true",
                    help="print only the summary, as one JSON line, and no progress bar")
 

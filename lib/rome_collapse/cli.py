@@ -21,21 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (("edit", "compute and apply one edit, report its effect"),
                             ("risk", "pre-flight: ROME's denominator ratio from keys alone")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--model", default=DEFAULT_MODEL)
+        _model_arguments(p)
         p.add_argument("--prompt", required=True, help="prompt with {} where the subject goes")
         p.add_argument("--subject", required=True)
         p.add_argument("--target-new", required=name == "edit", default="x")
         p.add_argument("--target-true", default=None)
-        p.add_argument("--layer", type=int, default=None)
-        p.add_argument("--setting", choices=SETTINGS, default=DEFAULT_SETTING,
-                       help="paper: no C⁻¹, as the paper's runs (default); rome: C⁻¹ as Meng et al.'s ROME")
-        p.add_argument("--templates", default=None, metavar="FILE",
-                       help="context templates: a JSON list of strings whose first entry is {} "
-                            "(default: the model's generated templates)")
-        p.add_argument("--device", default=None)
-        p.add_argument("--bos", choices=("auto", "on", "off"), default="auto")
-        p.add_argument("--profile", choices=("smoke", "full"), default="full",
-                       help="size of the statistics sample (see rome_collapse.profiles)")
         p.add_argument("--json", action="store_true", help="only the JSON line on standard output")
         if name == "edit":
             p.add_argument("--variant", choices=("rome", "c-rome"), default="rome")
@@ -47,25 +37,59 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scan_parser(sub) -> None:
-    p = sub.add_parser("scan", help="pre-flight ratio of every case of a CounterFact-format file (no v*)",
-                       description="ROME's denominator ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) of every case, from "
-                                   "keys computed in batches; a CSV per case and a summary.")
+def _model_arguments(p) -> None:
+    """What every command needs to set up an edit: the model, its layer and setting, templates, C's sample."""
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--cases", default=None, metavar="FILE",
-                   help="CounterFact-format JSON list of records (default: the curated cases shipped here)")
     p.add_argument("--layer", type=int, default=None)
     p.add_argument("--setting", choices=SETTINGS, default=DEFAULT_SETTING,
                    help="paper: no C⁻¹, as the paper's runs (default); rome: C⁻¹ as Meng et al.'s ROME")
     p.add_argument("--templates", default=None, metavar="FILE",
                    help="context templates: a JSON list of strings whose first entry is {} "
                         "(default: the model's generated templates)")
-    p.add_argument("--threshold", type=float, default=0.1, help="at risk when the ratio is below this")
-    p.add_argument("--out", default=None, metavar="CSV", help="write one row per case to this CSV file")
     p.add_argument("--device", default=None)
     p.add_argument("--bos", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--profile", choices=("smoke", "full"), default="full",
                    help="size of the statistics sample for --setting rome (see rome_collapse.profiles)")
+
+
+class _BadInput(ValueError):
+    """An argument that names something unusable (a file, a model, a layer); the message says which."""
+
+
+def _load(args):
+    """(bundle, what the update divides by, context templates) from the arguments of _model_arguments."""
+    from . import keys, models, stats
+    from .profiles import get_profile
+
+    templates = None
+    if args.templates:
+        try:
+            templates = keys.load_templates(args.templates)
+        except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+            raise _BadInput(f"--templates: {exc}") from exc
+    add_bos = {"auto": None, "on": True, "off": False}[args.bos]
+    try:
+        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos, setting=args.setting)
+    except models.ModelNotAvailable as exc:
+        raise _BadInput(str(exc)) from exc
+    if args.layer is not None:
+        if not 0 <= args.layer < bundle.num_layers:
+            raise _BadInput(f"--layer must be in 0..{bundle.num_layers - 1}")
+        bundle.hparams = bundle.hparams.replace(layer=args.layer)
+    profile = get_profile(args.profile)
+    covariance = stats.covariance(bundle, n_samples=profile.stats_samples, progress=not args.json)
+    return bundle, covariance, templates or keys.context_templates(bundle, seed=profile.template_seed)
+
+
+def _scan_parser(sub) -> None:
+    p = sub.add_parser("scan", help="pre-flight ratio of every case of a CounterFact-format file (no v*)",
+                       description="ROME's denominator ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) of every case, from "
+                                   "keys computed in batches; a CSV per case and a summary.")
+    _model_arguments(p)
+    p.add_argument("--cases", default=None, metavar="FILE",
+                   help="CounterFact-format JSON list of records (default: the curated cases shipped here)")
+    p.add_argument("--threshold", type=float, default=0.1, help="at risk when the ratio is below this")
+    p.add_argument("--out", default=None, metavar="CSV", help="write one row per case to this CSV file")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads while scanning (default 0: torch's own; 1 helps when other jobs share the cores)")
     p.add_argument("--json", action="store_true",
@@ -80,9 +104,8 @@ def _scan(args) -> int:
         print(f"python -m rome_collapse scan: error: {message}", file=sys.stderr)
         return 2
 
-    from . import keys, models, scan, stats
+    from . import scan
     from .data import CaseError, curated_cases, load_cases
-    from .profiles import get_profile
 
     try:
         cases = load_cases(args.cases) if args.cases else curated_cases()
@@ -96,28 +119,14 @@ def _scan(args) -> int:
         return fail(f"--out {args.out}: folder does not exist")
     if args.threads < 0:
         return fail("--threads must be 0 or more")
-    templates = None
-    if args.templates:
-        try:
-            templates = keys.load_templates(args.templates)
-        except (OSError, ValueError) as exc:
-            return fail(f"--templates: {exc}")
-    add_bos = {"auto": None, "on": True, "off": False}[args.bos]
     if args.json:  # no progress bars at all, the model loader's included
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     try:
-        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos, setting=args.setting)
-    except models.ModelNotAvailable as exc:
+        bundle, second_moment, templates = _load(args)
+    except _BadInput as exc:
         return fail(str(exc))
-    if args.layer is not None:
-        if not 0 <= args.layer < bundle.num_layers:
-            return fail(f"--layer must be in 0..{bundle.num_layers - 1}")
-        bundle.hparams = bundle.hparams.replace(layer=args.layer)
-    profile = get_profile(args.profile)
-    second_moment = stats.covariance(bundle, n_samples=profile.stats_samples, progress=not args.json)
-    templates = templates or keys.context_templates(bundle, seed=profile.template_seed)
     try:
         rows, summary = scan.scan_cases(bundle, cases, templates, second_moment, threshold=args.threshold,
                                         threads=args.threads or None, progress=not args.json)
@@ -159,9 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.command == "scan":
         return _scan(args)
-    from . import keys, metrics, models, rome, stats
+    from . import metrics, rome
     from .data import CaseError, EditCase, parse_case
-    from .profiles import get_profile
 
     record = {"case_id": "cli", "requested_rewrite": {
         "prompt": args.prompt, "subject": args.subject,
@@ -172,24 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.subject not in args.prompt.format(args.subject):
         parser.error("subject not found in prompt")
-    add_bos = {"auto": None, "on": True, "off": False}[args.bos]
-    templates = None
-    if args.templates:
-        try:
-            templates = keys.load_templates(args.templates)
-        except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
-            parser.error(f"--templates: {exc}")
     try:
-        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos, setting=args.setting)
-    except models.ModelNotAvailable as exc:
+        bundle, second_moment, templates = _load(args)
+    except _BadInput as exc:
         parser.error(str(exc))
-    if args.layer is not None:
-        if not 0 <= args.layer < bundle.num_layers:
-            parser.error(f"--layer must be in 0..{bundle.num_layers - 1}")
-        bundle.hparams = bundle.hparams.replace(layer=args.layer)
-    profile = get_profile(args.profile)
-    second_moment = stats.covariance(bundle, n_samples=profile.stats_samples, progress=not args.json)
-    templates = templates or keys.context_templates(bundle, seed=profile.template_seed)
 
     if args.command == "risk":
         out = {**rome.collapse_risk(bundle, case, templates, second_moment).to_dict(), "model": args.model}

@@ -276,10 +276,13 @@ class Edit:
     value: ValueResult | None = None
 
 
-def denominator_ratio(second_moment: SecondMoment, unprefixed_key: torch.Tensor, prefixed_key: torch.Tensor) -> float:
-    """(kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄): ROME's denominator relative to the consistent one. Near 0 or below: collapse."""
+def denominator_ratio(second_moment: SecondMoment, unprefixed_key: torch.Tensor, prefixed_key: torch.Tensor):
+    """(kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄): ROME's denominator relative to the consistent one. Near 0 or below: collapse.
+
+    A float for one request; a float64 tensor for (n, d) stacks of keys (one solve for all)."""
     left = second_moment.solve(prefixed_key)
-    return float(unprefixed_key.double() @ left / (prefixed_key.double() @ left))
+    ratio = (unprefixed_key.to(left) * left).sum(-1) / (prefixed_key.to(left) * left).sum(-1)
+    return float(ratio) if ratio.ndim == 0 else ratio
 
 
 def rank_one_update(weight: torch.Tensor, second_moment: SecondMoment, unprefixed_key: torch.Tensor,

@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from .data import CaseError, EditCase
 from .keys import CaseKeys
-from .models import Bundle, get_module
+from .models import Bundle
 from .stats import SecondMoment
 from .tokens import pad_batch, subject_token_span, token_ids
-from .trace import forward_hook
+from .trace import down_proj_io
 
 COUNTERFACT_CASES = 21_919  # records in the official CounterFact file, for the projected time
 DEFAULT_THRESHOLD = 0.1  # as rome.collapse_risk
@@ -80,26 +80,6 @@ def _batches(rows: list[_Row], token_budget: int, max_padding: float = 0.25):
         yield batch
 
 
-class _Stop(Exception):
-    """Ends a forward pass once the edit layer's projection has run."""
-
-
-def _down_proj_io(bundle: Bundle, layer: int, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """trace.down_proj_io with any inputs of the base model (a cache, position ids)."""
-    captured = {}
-
-    def hook(module, args, output):
-        captured["input"], captured["output"] = args[0].detach(), output.detach()
-        raise _Stop
-
-    with forward_hook(bundle.down_proj(layer), hook), torch.no_grad():
-        try:
-            get_module(bundle.model, bundle.spec.base)(**inputs)
-        except _Stop:
-            pass
-    return captured["input"], captured["output"]
-
-
 def _common_prefix(rows: list[_Row], members: list[int]) -> int:
     """Tokens every row of ``members`` starts with, stopping before the earliest key position (the key must
     be computed in the suffix). Compared as token ids, so a tokeniser that merges across the template's end
@@ -130,14 +110,14 @@ def _forward(bundle: Bundle, layer: int, rows: list[_Row], groups: list[list[int
 
             cache = DynamicCache(config=bundle.model.config)
             prefix = torch.tensor([rows[members[0]].ids[:shared]], device=dev)
-            _down_proj_io(bundle, layer, input_ids=prefix, attention_mask=torch.ones_like(prefix),
+            down_proj_io(bundle, layer, input_ids=prefix, attention_mask=torch.ones_like(prefix),
                           cache=cache, use_cache=True)
             n_tokens += shared
         suffixes = [_Row(rows[r].case, rows[r].ids[shared:], rows[r].position - shared) for r in members]
         for part in _batches(suffixes, token_budget):
             batch = pad_batch(bundle, [suffixes[i].ids for i in part])
             if cache is None:
-                inputs, outs = _down_proj_io(bundle, layer, **batch.model_inputs(), use_cache=False)
+                inputs, outs = down_proj_io(bundle, layer, batch)
             else:
                 n, width = batch.input_ids.shape
                 batch_cache = copy.deepcopy(cache)
@@ -145,7 +125,7 @@ def _forward(bundle: Bundle, layer: int, rows: list[_Row], groups: list[list[int
                 mask = torch.cat([torch.ones(n, shared, dtype=batch.attention_mask.dtype, device=dev),
                                   batch.attention_mask], 1)
                 positions = (shared + torch.arange(width, device=dev)).expand(n, width)
-                inputs, outs = _down_proj_io(bundle, layer, input_ids=batch.input_ids, attention_mask=mask,
+                inputs, outs = down_proj_io(bundle, layer, input_ids=batch.input_ids, attention_mask=mask,
                                              position_ids=positions, cache=batch_cache, use_cache=True)
             if keys is None:
                 keys = inputs.new_empty(len(rows), inputs.shape[-1])
@@ -175,7 +155,7 @@ def _case_keys_batch(bundle, cases, templates, layer, token_budget, truncate, sh
 
 def case_keys_batch(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
                     token_budget: int = 8192, truncate: bool = True, share_prefix: bool = True,
-                    threads: int | None = 1) -> list[CaseKeys]:
+                    threads: int | None = None) -> list[CaseKeys]:
     """:func:`keys.case_keys` for many requests in a few batched, truncated forward passes (equal to it up to
     float rounding). ``truncate`` cuts each text after the subject (causal models only: every bundle is one);
     ``share_prefix`` runs each template's opening once; ``threads`` as in :func:`scan_cases`.
@@ -250,23 +230,16 @@ def _threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _ratios(second_moment: SecondMoment, k_u: torch.Tensor, k_bar: torch.Tensor) -> torch.Tensor:
-    """rome.denominator_ratio for a stack of requests, with one solve."""
-    left = second_moment.solve(k_bar).to(torch.float64)
-    k_u, k_bar = k_u.to(left), k_bar.to(left)
-    return (k_u * left).sum(1) / (k_bar * left).sum(1)
-
-
 def scan_cases(bundle: Bundle, cases: list[EditCase], templates: list[str], second_moment: SecondMoment,
                threshold: float = DEFAULT_THRESHOLD, layer: int | None = None, chunk: int = 128,
-               token_budget: int = 8192, share_prefix: bool = True, threads: int | None = 1,
+               token_budget: int = 8192, share_prefix: bool = True, threads: int | None = None,
                progress: bool = True) -> tuple[list[ScanRow], ScanSummary]:
     """Every request's pre-flight ratio, ``chunk`` requests at a time (so that memory stays flat on big files).
 
-    ``threads``: torch's intra-op threads during the scan (restored after; None leaves them). Its batches are
-    a few tokens per row, where a second thread gains little and, on a busy shared CPU, loses much: on this
-    workbook's 2-core machine one thread scanned the curated set several times faster than two."""
-    from .rome import check_covariance
+    ``threads``: torch's intra-op threads during the scan (restored after; None leaves torch's own). On an idle
+    2-core CPU torch's two threads scanned the curated set in 6.5 s against 9.4 s with one; one thread is the
+    better choice only when other processes compete for the cores."""
+    from .rome import check_covariance, denominator_ratio
 
     if not cases:
         raise ValueError("no cases to scan")
@@ -284,7 +257,7 @@ def scan_cases(bundle: Bundle, cases: list[EditCase], templates: list[str], seco
             n_text += text_tokens
             k_u = torch.stack([c.unprefixed_key for c in ck]).double()
             k_bar = torch.stack([c.prefixed_key for c in ck]).double()
-            ratio = _ratios(second_moment, k_u, k_bar).cpu()
+            ratio = denominator_ratio(second_moment, k_u, k_bar).cpu()
             cos = torch.nn.functional.cosine_similarity(k_u, k_bar, dim=1).cpu()
             norm_u, norm_bar = k_u.norm(dim=1).cpu(), k_bar.norm(dim=1).cpu()
             dist = (k_u - k_bar).norm(dim=1).cpu()

@@ -32,14 +32,18 @@ def run_base(bundle: Bundle, batch: Batch, **kwargs):
     return base(**batch.model_inputs(), use_cache=False, **kwargs)
 
 
-def down_proj_io(bundle: Bundle, layer: int, batch: Batch, stop: bool = True,
-                 position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def down_proj_io(bundle: Bundle, layer: int, batch: Batch | None = None, stop: bool = True,
+                 position_ids: torch.Tensor | None = None, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
     """Input (the keys k) and output (W k + b) of the edited projection for every token of the batch.
 
     With ``stop`` the forward pass ends inside the edit layer. ``position_ids`` overrides the
-    positions (rotary angles, or rows of a learned position embedding such as GPT-2's).
+    positions (rotary angles, or rows of a learned position embedding such as GPT-2's). Without a
+    ``batch``, ``inputs`` go to the base model as they are (a key/value cache, a longer mask).
     """
-    extra = {} if position_ids is None else {"position_ids": position_ids}
+    if batch is not None:
+        inputs = {**batch.model_inputs(), "use_cache": False, **inputs}
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
     captured = {}
 
     def hook(module, args, output):
@@ -49,7 +53,7 @@ def down_proj_io(bundle: Bundle, layer: int, batch: Batch, stop: bool = True,
 
     with forward_hook(bundle.down_proj(layer), hook), torch.no_grad():
         try:
-            run_base(bundle, batch, **extra)
+            get_module(bundle.model, bundle.spec.base)(**inputs)
         except _StopForward:
             pass
     return captured["input"], captured["output"]

@@ -13,6 +13,7 @@ left vector is k̄ itself and ROME's denominator is kᵘ·k̄.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -32,7 +33,7 @@ from .keys import CaseKeys, case_keys
 from .models import Bundle, HParams, get_module
 from .stats import SecondMoment
 from .tokens import pad_batch, subject_last_index, token_ids
-from .trace import forward_hook, lm_logits
+from .trace import block_input, blocks_skipped, forward_hook, lm_logits
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +118,35 @@ class _Split:
     """Selected rows cut at the subject's last token s: tokens before s never see delta.
 
     Their keys and values are computed once (``prefix_cache``); every optimisation step then runs
-    only the suffix (positions ≥ s) on top of that cache. Same numbers, far fewer tokens.
+    only the suffix (positions ≥ s) on top of that cache. The blocks below the edit layer never see
+    delta either: their output (``lower_output``, the edit block's input) is computed once too, and
+    each step runs the edit layer's block and those above it. Same numbers, far less work.
     """
     suffix_ids: torch.Tensor  # (n, S), right-padded
     attention_mask: torch.Tensor  # (n, P + S): left-padded prefix, then the suffix
-    position_ids: torch.Tensor  # (n, S): true positions of the suffix tokens
+    position_ids: torch.Tensor | None  # (n, S): true positions of the suffix tokens
     prefix_cache: object | None
+    lower_output: torch.Tensor | None = None  # (n, S, d): input of the edit layer's block
+
+    def inputs(self) -> dict:
+        """Keyword arguments of one forward over these rows (a fresh view of the prefix cache)."""
+        cache = _fresh_view(self.prefix_cache)
+        return {"input_ids": self.suffix_ids, "attention_mask": self.attention_mask,
+                "position_ids": self.position_ids, "cache": cache, "use_cache": cache is not None}
+
+
+def _fresh_view(cache):
+    """A cache that a forward can append to without changing ``cache``.
+
+    The dynamic caches concatenate new keys into new tensors and never write into the old ones,
+    so copying the per-layer objects (not their tensors) is enough: no tensor is copied."""
+    if cache is None:
+        return None
+    if not hasattr(cache, "layers"):  # an unfamiliar cache class: copy it whole
+        return copy.deepcopy(cache)
+    view = copy.copy(cache)
+    view.layers = [copy.copy(layer) for layer in cache.layers]
+    return view
 
 
 def _split(bundle: Bundle, rows: _Rows, sel: torch.Tensor) -> _Split:
@@ -147,14 +171,15 @@ def _split(bundle: Bundle, rows: _Rows, sel: torch.Tensor) -> _Split:
 
 def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
                     hparams: HParams | None = None, progress: bool = False,
-                    prefix_cache: bool = True, on_step=None) -> list[ValueResult]:
+                    prefix_cache: bool = True, skip_lower_blocks: bool = True, on_step=None) -> list[ValueResult]:
     """v* for each request, optimised together in one batched forward per step.
 
     Each request has its own delta, loss, norm clamp and early stop; the losses are independent,
     so the result equals optimising one request at a time. Model weights get no gradients, logits
-    are computed only where the loss reads them, and (``prefix_cache``) the tokens before the
-    subject are run once instead of at every step. ``on_step(n)``, when given, is called after each step
-    with the number of steps done (a widget's progress bar).
+    are computed only where the loss reads them, (``prefix_cache``) the tokens before the subject
+    are run once instead of at every step, and (``skip_lower_blocks``) so are the blocks below the
+    edit layer. ``on_step(n)``, when given, is called after each step with the number of steps done
+    (a widget's progress bar). Both switches exist to measure what each saves; the numbers are the same.
     """
     hp = hparams or bundle.hparams
     layer = hp.layer if layer is None else layer
@@ -171,6 +196,11 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
     # Without the prefix cache, every row starts at position 0 and delta goes in at the lookup.
     start = rows.lookup if prefix_cache else torch.zeros_like(rows.lookup)
 
+    def skipped_below(split: _Split):
+        if split.lower_output is None:
+            return contextlib.nullcontext()
+        return blocks_skipped(bundle, layer, split.lower_output)
+
     for it in tqdm(range(hp.v_num_grad_steps), desc="v*", disable=not progress, leave=False):
         sel = active[rows.case].nonzero().squeeze(1)  # rows of requests still optimising
         new_index = torch.full_like(rows.case, -1)
@@ -181,6 +211,8 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
                 split = _split(bundle, rows, sel)
             else:
                 split = _Split(rows.input_ids[sel], rows.attention_mask[sel], None, None)
+            if skip_lower_blocks and layer > 0:
+                split.lower_output = block_input(bundle, layer, **split.inputs())
         captured = {}
 
         def add_delta(module, args, output):
@@ -189,11 +221,8 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
                 (torch.arange(sel.shape[0], device=output.device), write_at), delta[sel_case])
             return output + offset
 
-        cache = copy.deepcopy(split.prefix_cache)  # the forward appends to it; keep the original clean
-        with forward_hook(bundle.down_proj(layer), add_delta):
-            hidden = base(input_ids=split.suffix_ids, attention_mask=split.attention_mask,
-                          position_ids=split.position_ids, cache=cache,
-                          use_cache=cache is not None).last_hidden_state
+        with forward_hook(bundle.down_proj(layer), add_delta), skipped_below(split):
+            hidden = base(**split.inputs()).last_hidden_state
         if target_init is None:  # first step: every request is active, rows in their original order
             first = rows.first_row
             target_init = captured["output"][first, (rows.lookup - start)[first]].clone()

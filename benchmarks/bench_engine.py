@@ -1,26 +1,38 @@
 #!/usr/bin/env python
-"""Benchmark: this engine against a straightforward ROME path, on the same machine, in one run.
+"""Benchmark: this engine against a plain ROME written the way the authors' code works, in one run.
 
-    python benchmarks/bench_engine.py [--model smollm2-135m | --random-gpt2-xl] [--device cuda] [--cases 3]
+    python benchmarks/bench_engine.py [--model smollm2-135m | --random-gpt2-xl] [--device cuda]
+                                      [--cases 3] [--stats-texts 200] [--batch-sizes 1,4,8]
+                                      [--ablation] [--profile-split] [--json-out FILE]
 
-The reference path does what the original research code does: statistics from a full forward
-(every layer and the LM head), and a v* loop that computes logits at every position and gradients
-for every weight. The engine stops the statistics forward inside the edit layer, and optimises v*
-with logits only where the loss reads them, no weight gradients, and the tokens before the
-subject run once. Both give the same ΔW; the script checks it and prints the speed ratios.
+Reports, from one run on one machine:
+- statistics throughput (tokens/s) of the engine and of the reference (full forwards, LM head included);
+- per-edit time (v* + keys + update, ROME variant) of both, edits interleaved, and the ΔW relative difference;
+- batched throughput: edits per minute when the engine optimises 1, 4 or 8 requests per forward;
+- with ``--ablation``: what each of the engine's savings gives (prefix cache, blocks below the edit layer
+  run once), each switched off in turn on the same cases;
+- with ``--profile-split``: one edit under torch.profiler, split into blocks below the edit layer,
+  the edit layer and above (forward), the LM head, backward, optimiser, and the rest (bookkeeping).
+
+The reference is ``benchmarks/reference.py`` (shares no code with the engine's v* loop, keys or update).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from rome_collapse import data, keys, models, rome, stats
-from rome_collapse.rome import EARLY_STOP_LOSS, _build_rows
-from rome_collapse.tokens import pad_batch, token_ids
+sys.path.insert(0, str(Path(__file__).parent))
+import reference  # noqa: E402
+
+from rome_collapse import data, keys, models, rome, stats  # noqa: E402
+from rome_collapse.models import get_module  # noqa: E402
 
 
 def sync(device) -> None:
@@ -28,103 +40,90 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-# ---------------------------------------------------------------------------------------------
-# Reference path
-# ---------------------------------------------------------------------------------------------
-def reference_second_moment(bundle, layer, texts, max_length=128, batch_size=16):
-    """Full forward (all layers, logits), unsorted fixed-size batches, as research code does."""
-    d_in = bundle.weight(layer).shape[1]
-    total = torch.zeros(d_in, d_in, dtype=torch.float64, device=bundle.device)
-    count, captured = 0, {}
-    handle = bundle.down_proj(layer).register_forward_hook(lambda m, a, o: captured.__setitem__("k", a[0]))
-    try:
-        for start in range(0, len(texts), batch_size):
-            rows = [token_ids(bundle, t)[:max_length] for t in texts[start:start + batch_size]]
-            batch = pad_batch(bundle, rows)
-            with torch.no_grad():
-                bundle.model(**batch.model_inputs()).logits  # noqa: B018  (the full model, LM head included)
-            k = captured["k"][batch.attention_mask.bool()].double()
-            total += k.T @ k
-            count += k.shape[0]
-    finally:
-        handle.remove()
-    return total / count, count
+def timed(device, fn):
+    sync(device)
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    return result, time.perf_counter() - start
 
 
-def reference_value(bundle, case, templates, layer):
-    """ROME's compute_v, plainly: full logits, weight gradients on, one request."""
-    hp = bundle.hparams
-    rows = _build_rows(bundle, [case], templates)
-    bundle.model.requires_grad_(True)  # as in research code that never turns weight gradients off
-    delta = torch.zeros(bundle.weight(layer).shape[0], device=bundle.device, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=hp.v_lr)
-    target_init = kl_init = None
-    n_rows = rows.input_ids.shape[0]
-
-    def add_delta(module, args, output):
-        nonlocal target_init
-        if target_init is None:
-            target_init = output[0, rows.lookup[0]].detach().clone()
-        out = output.clone()
-        out[torch.arange(n_rows), rows.lookup] += delta
-        return out
-
-    try:
-        for it in range(hp.v_num_grad_steps):
-            opt.zero_grad()
-            bundle.model.zero_grad(set_to_none=True)
-            handle = bundle.down_proj(layer).register_forward_hook(add_delta)
-            try:
-                logits = bundle.model(input_ids=rows.input_ids, attention_mask=rows.attention_mask).logits
-            finally:
-                handle.remove()
-            log_probs = torch.log_softmax(logits, dim=2)  # every position, whole vocabulary
-            picked = log_probs[rows.target_row, rows.target_pos, rows.target_tok]
-            nll = -(picked * rows.target_weight).sum()
-            kl_lp = log_probs[rows.kl_row, rows.lookup[rows.kl_row]]
-            if kl_init is None:
-                kl_init = kl_lp.detach().clone()
-            kl = hp.kl_factor * (kl_lp.exp() * (kl_lp - kl_init)).sum()
-            loss = nll + kl + hp.v_weight_decay * delta.norm() / target_init.norm() ** 2
-            if loss.item() < EARLY_STOP_LOSS or it == hp.v_num_grad_steps - 1:
-                break
-            loss.backward()  # gradients for delta and for every weight of the model
-            opt.step()
-            max_norm = hp.clamp_norm_factor * target_init.norm()
-            if delta.norm() > max_norm:
-                with torch.no_grad():
-                    delta.mul_(max_norm / delta.norm())
-    finally:
-        bundle.model.requires_grad_(False)
-        bundle.model.zero_grad(set_to_none=True)
-    return target_init + delta.detach(), it + 1
-
-
-def reference_keys(bundle, case, templates, layer):
-    """kᵘ and k̄ from full forwards, one prompt at a time."""
-    captured = {}
-    handle = bundle.down_proj(layer).register_forward_hook(lambda m, a, o: captured.__setitem__("k", a[0]))
-    found = []
-    try:
-        for lookup in keys.subject_lookups(bundle, case.prompt, case.subject, templates):
-            with torch.no_grad():
-                bundle.model(torch.tensor([token_ids(bundle, lookup.text)], device=bundle.device))
-            found.append(captured["k"][0, lookup.position])
-    finally:
-        handle.remove()
-    found = torch.stack(found)
-    return found[0], found.mean(0)
-
-
-# ---------------------------------------------------------------------------------------------
 def random_gpt2_xl(tokenizer, device):
-    """A model shaped like gpt2-xl (48 layers, d=1600) with random weights and SmolLM2's tokenizer."""
+    """A model shaped like gpt2-xl (48 layers, d=1600, edit layer 17) with random weights and SmolLM2's tokenizer."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=1600, n_layer=48, n_head=25, n_positions=1024)
-    model = GPT2LMHeadModel(config).to(device)
+    model = GPT2LMHeadModel(config).to(device).eval()
     return models.from_model(model, tokenizer, name="random-gpt2-xl", hparams=models.hparams_for("gpt2-xl"))
+
+
+def engine_edit(bundle, cases, templates, C, **switches):
+    """v* for ``cases`` in one batch, then keys and the ROME update for each: the engine's whole edit."""
+    values = rome.optimize_values(bundle, cases, templates, **switches)
+    deltas = []
+    for case, value in zip(cases, values):
+        found = keys.case_keys(bundle, case.prompt, case.subject, templates)
+        deltas.append(rome.make_edit(bundle, case, value, found, C, "rome").delta)
+    return deltas, values
+
+
+def reference_edit(bundle, case, templates, C):
+    layer = bundle.hparams.layer
+    v_star, steps = reference.value(bundle, case, templates, layer, bundle.hparams)
+    k_u, k_bar = reference.keys(bundle, case, templates, layer)
+    delta = reference.update(bundle.weight(layer), rome._bias(bundle, layer), None if C.is_identity else C.matrix,
+                             k_u, k_bar, v_star, "rome")
+    return delta, steps
+
+
+def profile_split(bundle, case, templates) -> dict:
+    """Seconds of one edit's v* optimisation by part: forward time per group of blocks and of the LM head
+    from hooks (wall clock, synchronised on CUDA), backward and optimiser from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    layer, device = bundle.hparams.layer, bundle.device
+    blocks = get_module(bundle.model, bundle.spec.layers)
+    parts = {"forward: blocks below the edit layer": 0.0, "forward: the edit layer and above": 0.0, "LM head": 0.0}
+    started, handles = {}, []
+
+    def timer(name, key):
+        def begin(module, *args):
+            sync(device)
+            started[key] = time.perf_counter()
+
+        def end(module, args, output):
+            sync(device)
+            parts[name] += time.perf_counter() - started.pop(key)  # a forward stopped early never gets here
+        return begin, end
+
+    for i, block in enumerate(blocks):
+        if type(block).__name__ == "_GivenHidden":
+            continue
+        begin, end = timer("forward: blocks below the edit layer" if i < layer else "forward: the edit layer and above", i)
+        handles += [block.register_forward_pre_hook(begin), block.register_forward_hook(end)]
+    begin, end = timer("LM head", "head")
+    lm_head = get_module(bundle.model, bundle.spec.lm_head)
+    handles += [lm_head.register_forward_pre_hook(begin), lm_head.register_forward_hook(end)]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    try:
+        rome.optimize_values(bundle, [case], templates)  # warm-up
+        for name in parts:
+            parts[name] = 0.0
+        with profile(activities=activities) as prof:
+            (value,), wall = timed(device, lambda: rome.optimize_values(bundle, [case], templates))
+    finally:
+        for h in handles:
+            h.remove()
+    events = prof.key_averages()
+    backward = sum(e.cpu_time_total for e in events if e.key.startswith("autograd::engine::evaluate_function")) / 1e6
+    optimizer = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step")) / 1e6
+    split = {"wall_s": round(wall, 3), "steps": value.steps, **{k: round(v, 3) for k, v in parts.items()},
+             "backward": round(backward, 3), "optimizer": round(optimizer, 3)}
+    split["rest (loss, indexing, bookkeeping)"] = round(wall - sum(parts.values()) - backward - optimizer, 3)
+    top_ops = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)[:6]
+    split["top_ops_self_cpu_s"] = {e.key: round(e.self_cpu_time_total / 1e6, 3) for e in top_ops}
+    return split
 
 
 def main() -> None:
@@ -134,7 +133,11 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--cases", type=int, default=3, help="edits timed per path")
     parser.add_argument("--stats-texts", type=int, default=200)
+    parser.add_argument("--batch-sizes", default="1,4,8", help="engine batch sizes for the throughput table ('' skips it)")
+    parser.add_argument("--ablation", action="store_true", help="time each of the engine's savings switched off")
+    parser.add_argument("--profile-split", action="store_true", help="torch.profiler split of one edit")
     parser.add_argument("--steps", type=int, default=None, help="override v_num_grad_steps")
+    parser.add_argument("--json-out", default=None, help="also write the summary here")
     args = parser.parse_args()
 
     bundle = models.load_model(args.model, device=args.device)
@@ -144,61 +147,71 @@ def main() -> None:
         bundle.hparams = bundle.hparams.replace(v_num_grad_steps=args.steps)
     layer, device = bundle.hparams.layer, bundle.device
     texts = data.statistics_corpus(args.stats_texts)
-    cases = data.curated_cases()[: args.cases]
-    templates = keys.context_templates(bundle, seed=0, cache=False)
+    templates = keys.context_templates(bundle, seed=0, cache=not args.random_gpt2_xl)
+    C = stats.covariance(bundle)  # the bundle's setting (the paper's by default: C = I)
 
-    # Statistics
-    results = {}
-    for name, fn in (("engine", lambda: stats.compute_second_moment(bundle, layer, texts, progress=False)),
-                     ("reference", lambda: reference_second_moment(bundle, layer, texts))):
-        sync(device)
-        start = time.perf_counter()
-        matrix, n_tokens = fn()
-        sync(device)
-        results[name] = {"C": matrix, "stats_tokens_per_s": n_tokens / (time.perf_counter() - start)}
-    c_diff = ((results["engine"]["C"] - results["reference"]["C"]).norm() / results["reference"]["C"].norm()).item()
-    second_moment = stats.SecondMoment(results["engine"]["C"], 0, {})
+    # Statistics: the engine's truncated, length-sorted batches against full forwards.
+    (engine_C, n_tokens), engine_stats_s = timed(device, lambda: stats.compute_second_moment(bundle, layer, texts, progress=False))
+    (reference_C, _), reference_stats_s = timed(device, lambda: reference.second_moment(bundle, layer, texts))
+    c_diff = ((engine_C - reference_C).norm() / reference_C.norm()).item()
 
-    # Edits (rome variant: the update that collapses; both paths give the same ΔW)
+    # Per-edit time, interleaved, one request at a time on both sides.
+    cases = data.curated_cases()[: max(args.cases, 8)]
     rows = []
-    for case in cases:
-        sync(device)
-        start = time.perf_counter()
-        value = rome.optimize_values(bundle, [case], templates, layer)[0]
-        ck = keys.case_keys(bundle, case.prompt, case.subject, templates, layer)
-        engine_delta, _ = rome.rank_one_update(bundle.weight(layer), second_moment, ck.unprefixed_key,
-                                               ck.prefixed_key, value.v_star, "rome")
-        sync(device)
-        engine_s = time.perf_counter() - start
-        start = time.perf_counter()
-        v_star, steps = reference_value(bundle, case, templates, layer)
-        k_u, k_bar = reference_keys(bundle, case, templates, layer)
-        ref_delta, _ = rome.rank_one_update(bundle.weight(layer), second_moment, k_u, k_bar, v_star, "rome")
-        sync(device)
-        reference_s = time.perf_counter() - start
-        rows.append({"case_id": case.case_id, "subject": case.subject, "steps": value.steps, "reference_steps": steps,
-                     "engine_s": engine_s, "reference_s": reference_s,
-                     "delta_rel_diff": ((engine_delta - ref_delta).norm() / ref_delta.norm()).item()})
+    for case in cases[: args.cases]:
+        (deltas, values), engine_s = timed(device, lambda: engine_edit(bundle, [case], templates, C))
+        (ref_delta, ref_steps), reference_s = timed(device, lambda: reference_edit(bundle, case, templates, C))
+        rows.append({"case_id": case.case_id, "subject": case.subject, "steps": values[0].steps,
+                     "reference_steps": ref_steps, "engine_s": engine_s, "reference_s": reference_s,
+                     "delta_rel_diff": ((deltas[0].double() - ref_delta).norm() / ref_delta.norm()).item()})
+        print(f"  case {case.case_id:>4} {case.subject:<20} steps {values[0].steps:>2}/{ref_steps:>2}  "
+              f"engine {engine_s:6.2f} s  reference {reference_s:6.2f} s  ΔW rel diff {rows[-1]['delta_rel_diff']:.1e}",
+              flush=True)
 
-    engine_total = sum(r["engine_s"] for r in rows)
-    reference_total = sum(r["reference_s"] for r in rows)
     summary = {
-        "model": bundle.name, "device": str(device), "layer": layer,
+        "model": bundle.name, "device": str(device), "layer": layer, "setting": bundle.setting,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"
                    + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
-        "stats_tokens_per_s_engine": round(results["engine"]["stats_tokens_per_s"]),
-        "stats_tokens_per_s_reference": round(results["reference"]["stats_tokens_per_s"]),
-        "stats_speedup": round(results["engine"]["stats_tokens_per_s"] / results["reference"]["stats_tokens_per_s"], 2),
+        "stats_tokens": n_tokens,
+        "stats_tokens_per_s_engine": round(n_tokens / engine_stats_s),
+        "stats_tokens_per_s_reference": round(n_tokens / reference_stats_s),
+        "stats_speedup": round(reference_stats_s / engine_stats_s, 2),
         "stats_rel_diff": c_diff,
-        "edit_s_engine": round(engine_total / len(rows), 2),
-        "edit_s_reference": round(reference_total / len(rows), 2),
-        "edit_speedup": round(reference_total / engine_total, 2),
+        "edit_s_engine": round(sum(r["engine_s"] for r in rows) / len(rows), 3),
+        "edit_s_reference": round(sum(r["reference_s"] for r in rows) / len(rows), 3),
+        "edit_speedup_median": round(statistics.median(r["reference_s"] / r["engine_s"] for r in rows), 2),
+        "edit_speedup_total": round(sum(r["reference_s"] for r in rows) / sum(r["engine_s"] for r in rows), 2),
         "max_delta_rel_diff": max(r["delta_rel_diff"] for r in rows),
+        "edits": rows,
     }
-    for r in rows:
-        print(f"  case {r['case_id']:>4} {r['subject']:<20} steps {r['steps']:>2}/{r['reference_steps']:>2}  "
-              f"engine {r['engine_s']:6.2f} s  reference {r['reference_s']:6.2f} s  ΔW rel diff {r['delta_rel_diff']:.1e}")
+
+    # Batched throughput: the same requests, b per forward.
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    if batch_sizes:
+        n = max(batch_sizes)
+        summary["batched_edits_per_minute"] = {}
+        for b in batch_sizes:
+            _, seconds = timed(device, lambda: [engine_edit(bundle, cases[i:i + b], templates, C) for i in range(0, n, b)])
+            summary["batched_edits_per_minute"][str(b)] = round(60 * n / seconds, 1)
+            print(f"  batch {b}: {n} edits in {seconds:.1f} s ({60 * n / seconds:.1f} edits/min)", flush=True)
+
+    # What each saving gives: the same cases with it switched off.
+    if args.ablation:
+        variants = {"plain batched loop": dict(prefix_cache=False, skip_lower_blocks=False),
+                    "+ prefix cache": dict(prefix_cache=True, skip_lower_blocks=False),
+                    "+ blocks below the edit layer once (engine)": dict(prefix_cache=True, skip_lower_blocks=True)}
+        times = {name: [] for name in variants}
+        for case in cases[: args.cases]:
+            for name, switches in variants.items():  # interleaved, so drift hits all alike
+                times[name].append(timed(device, lambda: rome.optimize_values(bundle, [case], templates, **switches))[1])
+        summary["ablation_v_star_s"] = {name: round(statistics.mean(t), 3) for name, t in times.items()}
+
+    if args.profile_split:
+        summary["profile_split"] = profile_split(bundle, cases[0], templates)
+
     print(json.dumps(summary))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

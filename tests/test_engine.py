@@ -1,8 +1,14 @@
-"""The ROME math on a tiny random model: exact landing, restoration, batching, statistics."""
+"""The ROME math on tiny random models: the update by hand, exact landing (also through GPT-2's transposed
+Conv1D), the numerator, restoration, batching, statistics, and the scorer's test-time prefix."""
+import copy
+import math
+from types import SimpleNamespace
+
 import pytest
 import torch
+import transformers
 
-from rome_collapse import keys, metrics, rome, stats
+from rome_collapse import keys, metrics, models, rome, stats, tables
 from rome_collapse.data import EditCase
 
 CASES = [
@@ -58,17 +64,28 @@ def test_update_lands_exactly(tiny, tiny_setup, variant):
     assert edit.report.variant == variant and edit.delta.shape == tiny.weight(1).shape
 
 
-def test_rome_and_c_rome_differ_only_in_the_key(tiny, tiny_setup):
-    second_moment, templates, values = tiny_setup
-    ck = keys.case_keys(tiny, CASES[1].prompt, CASES[1].subject, templates)
-    same = rome.CaseKeys(ck.prefixed_key, ck.prefixed_key, ck.prefixed_output, ck.prefixed_output, ck.template_keys)
-    a, _ = rome.rank_one_update(tiny.weight(1), second_moment, same.unprefixed_key, same.prefixed_key, values[1].v_star, "rome")
-    b, _ = rome.rank_one_update(tiny.weight(1), second_moment, same.unprefixed_key, same.prefixed_key, values[1].v_star, "c-rome")
-    assert torch.allclose(a, b)  # with kᵘ = k̄ the two conventions coincide
-    c, parts = rome.rank_one_update(tiny.weight(1), second_moment, ck.unprefixed_key, ck.prefixed_key, values[1].v_star, "rome")
-    expected_ratio = float(ck.unprefixed_key.double() @ second_moment.solve(ck.prefixed_key)
-                           / (ck.prefixed_key.double() @ second_moment.solve(ck.prefixed_key)))
-    assert parts["ratio"] == pytest.approx(expected_ratio)
+def test_rank_one_update_against_numbers_worked_by_hand():
+    """A 3×2 W with a bias, C = diag(2, 1), kᵘ = (1, 0), k̄ = (2, 2), v* = (3, 1, 2): the left vector is
+    C⁻¹k̄ = (1, 2), with ‖C⁻¹k̄‖ = √5 and k̄·C⁻¹k̄ = 6; every number below is worked out by hand."""
+    W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    C = stats.SecondMoment(torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64), 1, {})
+    k_u, k_bar = torch.tensor([1.0, 0.0]), torch.tensor([2.0, 2.0])
+    v_star, b = torch.tensor([3.0, 1.0, 2.0]), torch.tensor([0.5, 0.0, -1.0])
+    # ROME: numerator v* − W kᵘ − b = (3 − 1 − 0.5, 1 − 0 − 0, 2 − 1 + 1) = (1.5, 1, 2); denominator kᵘ·C⁻¹k̄ = 1
+    delta, parts = rome.rank_one_update(W, C, k_u, k_bar, v_star, "rome", bias=b)
+    torch.testing.assert_close(delta, torch.tensor([[1.5, 3.0], [1.0, 2.0], [2.0, 4.0]], dtype=torch.float64))
+    assert parts["numerator_norm"] == pytest.approx(math.sqrt(1.5 ** 2 + 1 + 4))
+    assert parts["denominator"] == pytest.approx(1 / math.sqrt(5))  # k·u, u = C⁻¹k̄/‖C⁻¹k̄‖
+    assert parts["ratio"] == pytest.approx(1 / 6)  # (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄)
+    torch.testing.assert_close((W.double() + delta) @ k_u.double() + b.double(), v_star.double())  # W'kᵘ + b = v*
+    # C-ROME: numerator v* − W k̄ − b = (3 − 2 − 0.5, 1 − 2 − 0, 2 − 4 + 1) = (0.5, −1, −1); denominator k̄·C⁻¹k̄ = 6
+    delta, parts = rome.rank_one_update(W, C, k_u, k_bar, v_star, "c-rome", bias=b)
+    torch.testing.assert_close(delta, torch.tensor([[1 / 12, 1 / 6], [-1 / 6, -1 / 3], [-1 / 6, -1 / 3]],
+                                                   dtype=torch.float64))
+    assert parts["numerator_norm"] == pytest.approx(1.5)
+    assert parts["denominator"] == pytest.approx(6 / math.sqrt(5))
+    assert parts["ratio"] == pytest.approx(1 / 6)  # the ratio is ROME's, whichever variant
+    torch.testing.assert_close((W.double() + delta) @ k_bar.double() + b.double(), v_star.double())  # W'k̄ + b = v*
 
 
 def test_template_keys_and_prefixed_key(tiny, tiny_setup):
@@ -131,13 +148,10 @@ def test_prefix_cache_gives_the_same_values(tiny, tiny_setup):
         assert torch.allclose(a.v_star, b.v_star, atol=1e-4, rtol=1e-4)
 
 
-def test_value_optimisation_gives_no_weight_gradients(tiny, tiny_setup):
+def test_value_optimisation_keeps_delta_within_the_clamp(tiny, tiny_setup):
     _, templates, values = tiny_setup
-    assert all(p.grad is None and not p.requires_grad for p in tiny.model.parameters())
-    assert values[0].steps >= 1 and values[0].delta.norm() > 0
-    limit = tiny.hparams.clamp_norm_factor * values[0].target_init.norm()
+    assert all(v.steps >= 1 and v.delta.norm() > 0 for v in values)
     assert all(v.delta.norm() <= tiny.hparams.clamp_norm_factor * v.target_init.norm() * (1 + 1e-5) for v in values)
-    assert limit > 0
 
 
 def test_statistics_cache_detects_truncated_file(tiny, tmp_path, monkeypatch):
@@ -191,3 +205,144 @@ def test_continuation_table_shows_each_state_and_restores(tiny, tiny_setup):
     assert torch.equal(tiny.weight(1), before)
     with rome.applied(tiny, edits["rome"][0]):
         assert metrics.continuations(tiny, [CASES[0].text], 3)[0] == table["ROME"].iloc[1]
+
+
+# --------------------------------------------------------------------------------------------
+# GPT-2: the projection is a Conv1D that stores W transposed, with a bias
+# --------------------------------------------------------------------------------------------
+FIRST = EditCase("paris", "{} is located in", "Paris", "Italy", "France",
+                 paraphrase_prompts=("Paris lies in the country of",), neighborhood_prompts=("Lyon is located in",))
+FEW_TEMPLATES = ["{}", "Some words here. {}", "It rained all day. {}"]
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(smol_tokenizer):
+    """A 2-layer random GPT-2 (Conv1D projections) with SmolLM2's tokenizer, its edited bias made non-zero."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=len(smol_tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(config)
+    with torch.no_grad():
+        model.transformer.h[1].mlp.c_proj.bias.normal_()
+    return models.from_model(model, smol_tokenizer, name="tiny-gpt2", hparams=models.HParams(layer=1))
+
+
+def hand_value(case, v_star, start):
+    return rome.ValueResult(case_id=case.case_id, v_star=v_star, delta=v_star - start, target_init=start, steps=0,
+                            final_loss=0.0, target_prob=0.0)
+
+
+def well_conditioned_c(d, seed=0):
+    a = torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return stats.SecondMoment(a @ a.T / d + torch.eye(d, dtype=torch.float64), 1, {"mom2_adjustment": True})
+
+
+@pytest.mark.parametrize("setting", ["paper", "rome"])
+@pytest.mark.parametrize("variant", rome.VARIANTS)
+def test_gpt2_conv1d_edit_lands_in_the_output_space_and_restores_bitwise(tiny_gpt2, setting, variant):
+    bundle = tiny_gpt2.with_setting(setting)
+    down = bundle.down_proj(1)
+    assert bundle.spec.transposed_weight and tuple(down.weight.shape) == (128, 32)  # Conv1D: (in, out)
+    second_moment = stats.SecondMoment.identity() if setting == "paper" else well_conditioned_c(128)
+    ck = keys.case_keys(bundle, FIRST.prompt, FIRST.subject, FEW_TEMPLATES)
+    v_star = ck.unprefixed_output + torch.randn(32, generator=torch.Generator().manual_seed(1))
+    edit = rome.make_edit(bundle, FIRST, hand_value(FIRST, v_star, ck.unprefixed_output), ck, second_moment, variant)
+    key = ck.unprefixed_key if variant == "rome" else ck.prefixed_key
+    before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
+    with rome.applied(bundle, edit):
+        assert not torch.equal(down.weight, before["transformer.h.1.mlp.c_proj.weight"])
+        with torch.no_grad():
+            landed = down(key[None])[0]  # the layer's own forward: k W_stored + b
+        torch.testing.assert_close(landed, v_star, rtol=1e-4, atol=1e-4)  # W'k + b = v*
+        if variant == "rome":  # the edited model itself writes v* at the subject of the prompt
+            after = keys.case_keys(bundle, FIRST.prompt, FIRST.subject, FEW_TEMPLATES)
+            torch.testing.assert_close(after.unprefixed_output, v_star, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(p, before[n]) for n, p in bundle.model.named_parameters())
+
+
+@pytest.mark.parametrize("bundle_name", ["tiny", "tiny_gpt2"])
+def test_numerator_is_v_star_minus_the_layers_output_at_the_variants_key(request, bundle_name):
+    """ROME's numerator is v* − W kᵘ − b and C-ROME's v* − W k̄ − b: W k + b read from the layer's own forward
+    (Llama: no bias; GPT-2: Conv1D with a bias)."""
+    bundle = request.getfixturevalue(bundle_name).with_setting("paper")
+    down = copy.deepcopy(bundle.down_proj(bundle.hparams.layer)).double()  # its forward in float64
+    ck = keys.case_keys(bundle, FIRST.prompt, FIRST.subject, FEW_TEMPLATES)
+    # v* a tenth of ‖W(kᵘ − k̄)‖ away from W kᵘ + b: ROME's numerator is that tenth, C-ROME's about ‖W(kᵘ − k̄)‖
+    gap = (ck.unprefixed_output - ck.prefixed_output).norm()
+    offset = torch.randn(ck.unprefixed_output.shape, generator=torch.Generator().manual_seed(2))
+    v_star = ck.unprefixed_output + 0.1 * gap * offset / offset.norm()
+    value = hand_value(FIRST, v_star, ck.unprefixed_output)
+    norms = {}
+    for variant, key in (("rome", ck.unprefixed_key), ("c-rome", ck.prefixed_key)):
+        edit = rome.make_edit(bundle, FIRST, value, ck, stats.SecondMoment.identity(), variant)
+        with torch.no_grad():
+            expected = v_star.double() - down(key.double()[None])[0]
+        norms[variant] = edit.report.numerator_norm
+        assert norms[variant] == pytest.approx(expected.norm().item(), rel=1e-4)
+    assert norms["rome"] < 0.5 * norms["c-rome"]  # kᵘ ≠ k̄: the two numerators differ
+
+
+# --------------------------------------------------------------------------------------------
+# The scorer's test-time prefix
+# --------------------------------------------------------------------------------------------
+PREFIX = "The weather is nice. {}"
+LATER = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux", "English", "French",
+                 paraphrase_prompts=("Danielle Darrieux spoke",), neighborhood_prompts=("Léon Blum spoke",))
+
+
+def spy_prompts(monkeypatch) -> list[str]:
+    """The prompts the scorer asks target_nll about, in order (each once for target_new, once for target_true)."""
+    seen, real = [], metrics.target_nll
+
+    def spy(bundle, prompts, targets, **kwargs):
+        seen.extend(prompts)
+        return real(bundle, prompts, targets, **kwargs)
+
+    monkeypatch.setattr(metrics, "target_nll", spy)
+    return seen
+
+
+def prompts_of(case, prefix=None):
+    texts = [case.text, *case.paraphrase_prompts, *case.neighborhood_prompts]
+    return [t if prefix is None else prefix.replace("{}", t) for t in texts for _ in ("new", "true")]
+
+
+def test_prefixed_fills_the_template_with_the_prompt():
+    assert metrics.prefixed("Paris is located in", PREFIX) == "The weather is nice. Paris is located in"
+    assert metrics.prefixed("Paris is", "{}") == "Paris is"
+
+
+def test_the_test_prefix_goes_before_every_prompt_of_subject_first_cases_only(tiny, monkeypatch):
+    seen = spy_prompts(monkeypatch)
+    first, later = metrics.evaluate_cases(tiny, [FIRST, LATER], test_prefix=PREFIX)
+    assert first.test_prefix and not later.test_prefix
+    assert seen == prompts_of(FIRST, PREFIX) + prompts_of(LATER)  # rewrite, paraphrases and neighbours alike
+    seen.clear()
+    both = metrics.evaluate_cases(tiny, [FIRST, LATER], test_prefix=PREFIX, prefix_only_first_token=False)
+    assert [m.test_prefix for m in both] == [True, True]
+    assert seen == prompts_of(FIRST, PREFIX) + prompts_of(LATER, PREFIX)
+    seen.clear()
+    assert not metrics.evaluate_cases(tiny, [FIRST])[0].test_prefix
+    assert seen == prompts_of(FIRST)
+
+
+def test_a_prefixed_score_is_the_score_of_the_prefixed_prompts(tiny):
+    typed = EditCase("paris", PREFIX.replace("{}", FIRST.prompt), "Paris", "Italy", "France",
+                     paraphrase_prompts=tuple(PREFIX.replace("{}", p) for p in FIRST.paraphrase_prompts),
+                     neighborhood_prompts=tuple(PREFIX.replace("{}", p) for p in FIRST.neighborhood_prompts))
+    got, want = metrics.evaluate_cases(tiny, [FIRST], test_prefix=PREFIX)[0], metrics.evaluate_cases(tiny, [typed])[0]
+    assert (got.p_new, got.p_true) == pytest.approx((want.p_new, want.p_true), rel=1e-5)
+    assert (got.efficacy, got.generalization, got.locality) == (want.efficacy, want.generalization, want.locality)
+    assert got.p_new != pytest.approx(metrics.evaluate_cases(tiny, [FIRST])[0].p_new, rel=1e-3)  # the prefix matters
+
+
+def test_score_edits_prefixes_the_subject_first_cases_and_restores_the_weights(tiny, monkeypatch):
+    layer = tiny.hparams.layer
+    edits = [rome.Edit(c, layer, torch.full_like(tiny.weight(layer), 1e-3), SimpleNamespace(variant="c-rome"))
+             for c in (FIRST, LATER)]
+    before = tiny.weight(layer).detach().clone()
+    seen = spy_prompts(monkeypatch)
+    table = tables.score_edits(tiny, edits, {"paris": "collapse-prone", "darrieux": "normal"}, test_prefix=PREFIX,
+                               progress=False)
+    assert list(table["test_prefix"]) == [True, False] and list(table["group"]) == ["collapse-prone", "normal"]
+    assert seen == prompts_of(FIRST, PREFIX) + prompts_of(LATER)
+    assert torch.equal(tiny.weight(layer), before)

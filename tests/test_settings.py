@@ -121,3 +121,29 @@ def test_templates_file_round_trip(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"templates": ["{}", "It rained. {}"]}))
     assert keys.load_templates(path) == ["{}", "It rained. {}"]
+
+
+def test_workbook_setup_gives_each_setting_its_own_c_and_one_set_of_templates(tiny, monkeypatch):
+    from rome_collapse import workbook
+
+    C = stats.second_moment(tiny.with_setting("rome"), texts=TEXTS, cache=False, progress=False)
+    asked = {}
+
+    def second_moment(bundle, n_samples=None, **kwargs):
+        asked["n"] = n_samples
+        return C
+
+    def context_templates(bundle, seed):
+        asked["seed"] = seed
+        return ["{}"]
+
+    monkeypatch.setattr(models, "load_model", lambda name, device=None, setting="paper": tiny.with_setting(setting))
+    monkeypatch.setattr(stats, "second_moment", second_moment)
+    monkeypatch.setattr(keys, "context_templates", context_templates)
+    setup = workbook.setup("tiny-llama", "smoke", ["paper", "rome"])
+    assert list(setup.bundles) == ["paper", "rome"] and setup.bundle.setting == "paper"
+    assert setup.bundles["rome"].model is setup.bundle.model  # one model, two settings
+    assert setup.covariance.is_identity and setup.covariances["rome"] is C
+    assert asked == {"n": 1000, "seed": 0} and setup.templates == ["{}"]  # the smoke profile's sizes
+    assert "setting paper: no C⁻¹ (identity); setting rome: C over" in setup.describe()
+    assert workbook.setup("tiny-llama", "full", "rome").bundle.setting == "rome"

@@ -1,0 +1,60 @@
+"""The notebooks' common opening: one call that loads the model in each setting, its key statistics C and its
+context templates, with the run sizes of a profile.
+
+``setup(model, profile, settings)`` styles the plots and returns a ``Setup``: the profile, one bundle per setting
+(the same weights, each setting's hyper-parameters), each setting's C (the identity in "paper"), and the
+context templates (shared by the settings: they do not depend on C). Everything heavy is cached.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import keys, models, plots, stats
+from .models import Bundle
+from .profiles import Profile, get_profile
+from .stats import SecondMoment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a notebook opens with. ``bundles`` and ``covariances`` are keyed by setting, in the order asked."""
+    profile: Profile
+    bundles: dict[str, Bundle]
+    covariances: dict[str, SecondMoment]
+    templates: list[str]
+
+    @property
+    def bundle(self) -> Bundle:
+        """The first setting's bundle (the notebook's main one)."""
+        return next(iter(self.bundles.values()))
+
+    @property
+    def covariance(self) -> SecondMoment:
+        """The first setting's C."""
+        return next(iter(self.covariances.values()))
+
+    def describe(self) -> str:
+        """One line: model, edit layer, BOS, templates and each setting's C."""
+        b = self.bundle
+        return (f"{b.name}: edit layer {b.hparams.layer}, BOS {b.add_bos}, {len(self.templates)} context templates; "
+                + "; ".join(f"setting {s}: {c.describe()}" for s, c in self.covariances.items()))
+
+
+def setup(model: str, profile: str, settings: str | list[str] = models.DEFAULT_SETTING, device=None) -> Setup:
+    """Load ``model`` once and set it up in each of ``settings`` ("paper", "rome", or a list of them), with C over
+    the profile's ``stats_samples`` texts (cached; nothing is computed in "paper") and the context templates of the
+    profile's ``template_seed`` (cached)."""
+    prof = get_profile(profile)
+    settings = [settings] if isinstance(settings, str) else list(settings)
+    if not settings:
+        raise ValueError("setup needs at least one setting")
+    plots.setup()
+    first = models.load_model(model, device=device, setting=settings[0])
+    bundles = {s: first.with_setting(s) for s in settings}
+    covariances = {s: stats.covariance(b, n_samples=prof.stats_samples) for s, b in bundles.items()}
+    templates = keys.context_templates(first, seed=prof.template_seed)
+    log.info("set up %s in settings %s (%s profile)", model, ", ".join(settings), prof.name)
+    return Setup(prof, bundles, covariances, templates)

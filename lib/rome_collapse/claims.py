@@ -81,8 +81,8 @@ CLAIMS: dict[str, Claim] = {
         "not studied: the paper explains the collapse by the small denominator, measured after editing"),
     "clamp-study": Claim(
         "Beyond the paper", "C-ROME's efficacy with a test-time prefix on subject-first cases is held back by how v* "
-        "is set up (started and clamped at the first token's output); v* set up from the prefixed outputs restores "
-        "it to at least 0.9 without collapse or loss of locality",
+        "is set up (‖δ‖ clamped at the first token's small output); a v* set up otherwise restores it to at least "
+        "0.9 without collapse or loss of locality",
         "not studied: the paper keeps ROME's v* (‖δ‖ ≤ 4‖W kᵘ + b‖, started at W kᵘ + b)"),
 }
 

@@ -24,8 +24,8 @@ class Profile:
     layer_sweep_cases_per_group: int = 6  # notebook 05, Part 2: cases per group in the denominator-ratio layer sweep
     layer_sweep_stats_samples: int = 500  # notebook 05, Part 2: texts for C at each swept layer ("rome" setting)
     layer_sweep_first_half: bool = True  # notebook 05, Part 2: sweep layers 1 … L/2; False: the edit layer ± 1
-    clamp_study_cases: int = 12  # notebook 10 (the v* clamp study): collapse-prone cases
-    clamp_study_normal_cases: int = 4  # notebook 10: normal cases, to check the variants leave them alone
+    clamp_study_cases: int = 6  # notebook 10 (the v* clamp study): collapse-prone cases (5 v* and 10 edits each)
+    clamp_study_normal_cases: int = 2  # notebook 10: normal cases, to check the variants leave them alone
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,7 +39,7 @@ PROFILES = {
     "full": Profile("full", stats_samples=9950, cases_per_group=12, ppl_set="50", sequential_edits=30,
                     sequential_ppl_every=3, predict_cases_per_group=30, sequential_settings=("paper", "rome"),
                     bos_cases=4, concentration_texts=300, layer_sweep_cases_per_group=6, layer_sweep_stats_samples=500,
-                    layer_sweep_first_half=True, clamp_study_cases=12, clamp_study_normal_cases=4),
+                    layer_sweep_first_half=True, clamp_study_cases=6, clamp_study_normal_cases=2),
 }
 
 

@@ -46,6 +46,41 @@ class CollapseRiskError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
+# How v* is set up: ROME's way by default; the alternatives are this workbook's addition
+# --------------------------------------------------------------------------------------------
+VALUE_REFERENCES = ("unprefixed", "prefixed")
+LOSS_TEMPLATES = ("all", "prefixed")
+
+
+@dataclass(frozen=True)
+class ValueOptions:
+    """Where v* starts, what its norm clamp is measured against, and which prompts its loss reads.
+
+    The defaults are ROME's (and the authors'): v* = W kᵘ + b + δ, with ‖δ‖ ≤ clamp_norm_factor·‖W kᵘ + b‖
+    (kᵘ: the unprefixed prompt), the loss over every context template. "prefixed" reads the projection's
+    output averaged over the context templates instead, W k̄ + b, the output that C-ROME's update writes
+    to. Not the paper's: notebook 10 (the clamp study) tests them. Any non-default option enters the v*
+    cache key; the default options leave it as it always was.
+    """
+    start: str = "unprefixed"  # target_init: W kᵘ + b, or "prefixed": W k̄ + b; ROME's weight decay divides by its norm
+    clamp_reference: str = "unprefixed"  # the bound on ‖δ‖ is clamp_norm_factor × ‖W kᵘ + b‖, or × ‖W k̄ + b‖
+    loss_templates: str = "all"  # target NLL over all templates, or "prefixed": without the unprefixed prompt
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("start", VALUE_REFERENCES), ("clamp_reference", VALUE_REFERENCES),
+                              ("loss_templates", LOSS_TEMPLATES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ValueOptions.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == ValueOptions()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
 # v*: the value that makes the model say target_new
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -53,15 +88,16 @@ class ValueResult:
     case_id: int | str
     v_star: torch.Tensor  # target_init + delta, in the projection's output space
     delta: torch.Tensor
-    target_init: torch.Tensor  # the projection's output at the subject, unprefixed prompt (W kᵘ + b)
+    target_init: torch.Tensor  # where v* starts: W kᵘ + b at the unprefixed prompt (ROME), or W k̄ + b
     steps: int
     final_loss: float
-    target_prob: float  # mean probability of target_new over the templates at the last step
+    target_prob: float  # mean probability of target_new over the loss's templates at the last step
+    clamp_bound: float | None = None  # the largest ‖δ‖ allowed (None: read from a cache entry that predates it)
 
     def to_dict(self) -> dict:
         return {"case_id": self.case_id, "steps": self.steps, "final_loss": self.final_loss,
                 "target_prob": self.target_prob, "delta_norm": self.delta.norm().item(),
-                "target_init_norm": self.target_init.norm().item()}
+                "target_init_norm": self.target_init.norm().item(), "clamp_bound": self.clamp_bound}
 
 
 @dataclass
@@ -79,7 +115,11 @@ class _Rows:
     first_row: torch.Tensor  # (K,) the unprefixed rewriting row of each request
 
 
-def _build_rows(bundle: Bundle, cases: list[EditCase], templates: list[str]) -> _Rows:
+def _build_rows(bundle: Bundle, cases: list[EditCase], templates: list[str], loss_templates: str = "all") -> _Rows:
+    """``loss_templates="prefixed"``: the unprefixed prompt's row is kept (v* may start there) but not scored."""
+    scored = range(len(templates)) if loss_templates == "all" else range(1, len(templates))
+    if not scored:
+        raise ValueError("loss_templates='prefixed' needs context templates besides '{}'")
     ids, case_of, lookup = [], [], []
     t_row, t_pos, t_tok, t_w, kl_row, first_row = [], [], [], [], [], []
     for k, case in enumerate(cases):
@@ -87,7 +127,7 @@ def _build_rows(bundle: Bundle, cases: list[EditCase], templates: list[str]) -> 
         if not target:
             raise ValueError(f"case {case.case_id}: target_new tokenises to nothing")
         first_row.append(len(ids))
-        for template in templates:
+        for t, template in enumerate(templates):
             prompt = template.format(case.prompt)
             prompt_ids = token_ids(bundle, prompt.format(case.subject))
             row = len(ids)
@@ -95,11 +135,13 @@ def _build_rows(bundle: Bundle, cases: list[EditCase], templates: list[str]) -> 
             ids.append(prompt_ids + target[:-1])
             case_of.append(k)
             lookup.append(subject_last_index(bundle, prompt, case.subject))
+            if t not in scored:
+                continue
             for j, tok in enumerate(target):
                 t_row.append(row)
                 t_pos.append(len(prompt_ids) - 1 + j)
                 t_tok.append(tok)
-                t_w.append(1.0 / (len(target) * len(templates)))
+                t_w.append(1.0 / (len(target) * len(scored)))
         # KL anchor: keep "<subject> is a" predicting what it did (ROME reads it at the subject).
         kl_row.append(len(ids))
         ids.append(token_ids(bundle, f"{case.subject} is a"))
@@ -171,7 +213,8 @@ def _split(bundle: Bundle, rows: _Rows, sel: torch.Tensor) -> _Split:
 
 def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
                     hparams: HParams | None = None, progress: bool = False,
-                    prefix_cache: bool = True, skip_lower_blocks: bool = True, on_step=None) -> list[ValueResult]:
+                    prefix_cache: bool = True, skip_lower_blocks: bool = True, on_step=None,
+                    options: ValueOptions | None = None) -> list[ValueResult]:
     """v* for each request, optimised together in one batched forward per step.
 
     Each request has its own delta, loss, norm clamp and early stop; the losses are independent,
@@ -180,16 +223,18 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
     are run once instead of at every step, and (``skip_lower_blocks``) so are the blocks below the
     edit layer. ``on_step(n)``, when given, is called after each step with the number of steps done
     (a widget's progress bar). Both switches exist to measure what each saves; the numbers are the same.
+    ``options`` (:class:`ValueOptions`) changes where v* starts, its clamp and its loss; the default is ROME's.
     """
     hp = hparams or bundle.hparams
+    options = options or ValueOptions()
     layer = hp.layer if layer is None else layer
     if templates[0] != "{}":
         raise ValueError("the first context template must be '{}' (the unprefixed prompt)")
-    rows = _build_rows(bundle, cases, templates)
+    rows = _build_rows(bundle, cases, templates, options.loss_templates)
     n_cases, dev = len(cases), bundle.device
     delta = torch.zeros(n_cases, bundle.weight(layer).shape[0], device=dev, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
-    target_init = kl_init = split = None
+    target_init = clamp_norm = kl_init = split = None
     active = torch.ones(n_cases, dtype=torch.bool, device=dev)
     steps, final_loss, target_prob = torch.zeros(n_cases, dtype=torch.long), torch.zeros(n_cases), torch.zeros(n_cases)
     base = get_module(bundle.model, bundle.spec.base)
@@ -225,7 +270,12 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
             hidden = base(**split.inputs()).last_hidden_state
         if target_init is None:  # first step: every request is active, rows in their original order
             first = rows.first_row
-            target_init = captured["output"][first, (rows.lookup - start)[first]].clone()
+            outputs = {"unprefixed": captured["output"][first, (rows.lookup - start)[first]].clone()}  # W kᵘ + b
+            if not options.is_default:  # the mean over each request's template rows: W k̄ + b
+                template_rows = first[:, None] + torch.arange(len(templates), device=dev)
+                outputs["prefixed"] = captured["output"][template_rows, (rows.lookup - start)[template_rows]].mean(1)
+            target_init = outputs[options.start]
+            clamp_norm = outputs[options.clamp_reference].norm(dim=1)
 
         # Target NLL, only at the positions that predict target tokens.
         keep = active[rows.case[rows.target_row]]
@@ -262,14 +312,15 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
         opt.step()
         with torch.no_grad():
             delta[~still] = frozen[~still]  # finished requests keep the delta they stopped with
-            max_norm = hp.clamp_norm_factor * target_init.norm(dim=1)
+            max_norm = hp.clamp_norm_factor * clamp_norm
             scale = (max_norm / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
             delta.mul_(torch.where(still, scale, torch.ones_like(scale))[:, None])
         active = still
 
     delta = delta.detach()
+    clamp_bounds = (hp.clamp_norm_factor * clamp_norm).tolist()
     return [ValueResult(c.case_id, target_init[k] + delta[k], delta[k], target_init[k], int(steps[k]),
-                        float(final_loss[k]), float(target_prob[k])) for k, c in enumerate(cases)]
+                        float(final_loss[k]), float(target_prob[k]), clamp_bounds[k]) for k, c in enumerate(cases)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,13 +411,17 @@ def make_edit(bundle: Bundle, case: EditCase, value: ValueResult, keys: CaseKeys
 # --------------------------------------------------------------------------------------------
 # v* cache and the whole pipeline for many requests
 # --------------------------------------------------------------------------------------------
-def _value_key(bundle: Bundle, case: EditCase, templates: list[str], layer: int, hp: HParams) -> dict:
+def _value_key(bundle: Bundle, case: EditCase, templates: list[str], layer: int, hp: HParams,
+               options: ValueOptions | None = None) -> dict:
     # v* does not depend on the covariance (mom2_*), so both settings share one entry.
     v_hparams = {k: v for k, v in asdict(hp).items() if not k.startswith("mom2")}
-    return {"model": bundle.name, "add_bos": bundle.add_bos, "layer": layer, "hparams": v_hparams,
-            "templates": hashlib.sha256(json.dumps(templates).encode()).hexdigest(),
-            "prompt": case.prompt, "subject": case.subject, "target_new": case.target_new,
-            "code_version": CACHE_VERSION}
+    key = {"model": bundle.name, "add_bos": bundle.add_bos, "layer": layer, "hparams": v_hparams,
+           "templates": hashlib.sha256(json.dumps(templates).encode()).hexdigest(),
+           "prompt": case.prompt, "subject": case.subject, "target_new": case.target_new,
+           "code_version": CACHE_VERSION}
+    if options is not None and not options.is_default:  # ROME's own options keep the key they always had
+        key["value_options"] = options.to_dict()
+    return key
 
 
 def _value_path(key: dict):
@@ -383,8 +438,11 @@ def _load_value(path, key: dict, case_id) -> ValueResult | None:
         if meta["key"] != key:
             return None
         t = load_file(path)
+        bound = meta.get("clamp_bound")
+        if bound is None and "value_options" not in key:  # an entry from before the bound was stored: ROME's
+            bound = key["hparams"]["clamp_norm_factor"] * t["target_init"].norm().item()
         return ValueResult(case_id, t["v_star"], t["delta"], t["target_init"], meta["steps"],
-                           meta["final_loss"], meta["target_prob"])
+                           meta["final_loss"], meta["target_prob"], bound)
     except Exception as exc:  # unreadable or truncated: recompute
         log.warning("value cache %s unreadable (%s); recomputing", path, exc)
         return None
@@ -392,7 +450,7 @@ def _load_value(path, key: dict, case_id) -> ValueResult | None:
 
 def _save_value(path, key: dict, value: ValueResult) -> None:
     meta = {"rome_collapse": json.dumps({"key": key, "steps": value.steps, "final_loss": value.final_loss,
-                                         "target_prob": value.target_prob})}
+                                         "target_prob": value.target_prob, "clamp_bound": value.clamp_bound})}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     save_file({"v_star": value.v_star.cpu().contiguous(), "delta": value.delta.cpu().contiguous(),
@@ -402,12 +460,12 @@ def _save_value(path, key: dict, value: ValueResult) -> None:
 
 def values_for(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
                hparams: HParams | None = None, batch_size: int = 8, cache: bool = True,
-               progress: bool = True, on_step=None) -> list[ValueResult]:
+               progress: bool = True, on_step=None, options: ValueOptions | None = None) -> list[ValueResult]:
     """v* for each case: from the cache when computed before, else optimised in batches
-    (``on_step`` goes to :func:`optimize_values`)."""
+    (``on_step`` and ``options`` go to :func:`optimize_values`)."""
     hp = hparams or bundle.hparams
     layer = hp.layer if layer is None else layer
-    keys = [_value_key(bundle, c, templates, layer, hp) for c in cases]
+    keys = [_value_key(bundle, c, templates, layer, hp, options) for c in cases]
     results: list[ValueResult | None] = [None] * len(cases)
     if cache:
         for i, (c, k) in enumerate(zip(cases, keys)):
@@ -420,7 +478,7 @@ def values_for(bundle: Bundle, cases: list[EditCase], templates: list[str], laye
     for start in tqdm(range(0, len(todo), batch_size), desc="optimising v*", disable=not progress or not todo):
         chunk = todo[start:start + batch_size]
         for i, value in zip(chunk, optimize_values(bundle, [cases[i] for i in chunk], templates, layer, hp,
-                                                   on_step=on_step)):
+                                                   on_step=on_step, options=options)):
             results[i] = value
             if cache:
                 _save_value(_value_path(keys[i]), keys[i], value)
@@ -429,10 +487,13 @@ def values_for(bundle: Bundle, cases: list[EditCase], templates: list[str], laye
 
 def compute_edits(bundle: Bundle, cases: list[EditCase], templates: list[str], second_moment: SecondMoment,
                   variants: tuple[str, ...] = VARIANTS, layer: int | None = None, batch_size: int = 8,
-                  cache: bool = True, progress: bool = True) -> dict[str, list[Edit]]:
-    """For every case and variant, the edit (ΔW and its report). v* is shared between the variants."""
+                  cache: bool = True, progress: bool = True,
+                  value_options: ValueOptions | None = None) -> dict[str, list[Edit]]:
+    """For every case and variant, the edit (ΔW and its report). v* is shared between the variants
+    (``value_options``: see :class:`ValueOptions`; the default is ROME's)."""
     layer = bundle.hparams.layer if layer is None else layer
-    values = values_for(bundle, cases, templates, layer, batch_size=batch_size, cache=cache, progress=progress)
+    values = values_for(bundle, cases, templates, layer, batch_size=batch_size, cache=cache, progress=progress,
+                        options=value_options)
     edits = {v: [] for v in variants}
     for case, value in zip(cases, values):
         keys = case_keys(bundle, case.prompt, case.subject, templates, layer)
@@ -442,9 +503,10 @@ def compute_edits(bundle: Bundle, cases: list[EditCase], templates: list[str], s
 
 
 def edit(bundle: Bundle, case: EditCase, templates: list[str], second_moment: SecondMoment,
-         variant: str = "rome", cache: bool = True) -> Edit:
+         variant: str = "rome", cache: bool = True, value_options: ValueOptions | None = None) -> Edit:
     """One edit, end to end (v* cached)."""
-    return compute_edits(bundle, [case], templates, second_moment, (variant,), cache=cache, progress=False)[variant][0]
+    return compute_edits(bundle, [case], templates, second_moment, (variant,), cache=cache, progress=False,
+                         value_options=value_options)[variant][0]
 
 
 # --------------------------------------------------------------------------------------------

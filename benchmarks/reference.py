@@ -92,7 +92,8 @@ def value(bundle, case, templates: list[str], layer: int, hparams) -> tuple[torc
         labels[i, end - len(target):end] = torch.tensor(target, device=dev)
     lookups = [subject_last_position(bundle, p, case.subject) for p in prompts]
 
-    delta = torch.zeros(bundle.weight(layer).shape[0], device=dev, requires_grad=True)
+    real = torch.promote_types(bundle.weight(layer).dtype, torch.float32)  # float32, or float64 for a float64 model
+    delta = torch.zeros(bundle.weight(layer).shape[0], device=dev, dtype=real, requires_grad=True)
     target_init = kl_init = None
 
     def add_delta(module, args, output):

@@ -232,7 +232,9 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
         raise ValueError("the first context template must be '{}' (the unprefixed prompt)")
     rows = _build_rows(bundle, cases, templates, options.loss_templates)
     n_cases, dev = len(cases), bundle.device
-    delta = torch.zeros(n_cases, bundle.weight(layer).shape[0], device=dev, requires_grad=True)
+    # δ in float32 for half-precision models (as ROME's code), in float64 for a float64 model (exact checks).
+    real = torch.promote_types(bundle.weight(layer).dtype, torch.float32)
+    delta = torch.zeros(n_cases, bundle.weight(layer).shape[0], device=dev, dtype=real, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
     target_init = clamp_norm = kl_init = split = None
     active = torch.ones(n_cases, dtype=torch.bool, device=dev)
@@ -283,24 +285,25 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
         log_probs = torch.log_softmax(lm_logits(bundle, hidden[new_index[t_row], rows.target_pos[keep] - start[t_row]]), -1)
         token_lp = log_probs.gather(1, rows.target_tok[keep, None]).squeeze(1)
         t_case = rows.case[t_row]
-        nll = torch.zeros(n_cases, device=dev).index_add(0, t_case, -token_lp * rows.target_weight[keep])
-        mean_prob = torch.zeros(n_cases, device=dev).index_add(
-            0, t_case, token_lp.detach().exp() * rows.target_weight[keep])
+        nll = torch.zeros(n_cases, device=dev, dtype=real).index_add(
+            0, t_case, (-token_lp * rows.target_weight[keep]).to(real))
+        mean_prob = torch.zeros(n_cases, device=dev, dtype=real).index_add(
+            0, t_case, (token_lp.detach().exp() * rows.target_weight[keep]).to(real))
 
         # KL on "<subject> is a" against the unedited model (KL(current ‖ initial), as ROME's kl_div call).
         kl_rows = rows.kl_row[active]
         kl_lp = torch.log_softmax(lm_logits(bundle, hidden[new_index[kl_rows], (rows.lookup - start)[kl_rows]]), -1)
         if kl_init is None:
             kl_init = kl_lp.detach().clone()
-        kl = torch.zeros(n_cases, device=dev)
+        kl = torch.zeros(n_cases, device=dev, dtype=real)
         kl[active] = hp.kl_factor * (kl_lp.exp() * (kl_lp - kl_init[active])).sum(-1)
         decay = hp.v_weight_decay * delta.norm(dim=1) / target_init.norm(dim=1) ** 2
         loss = nll + kl + decay
 
         idx = active.nonzero().squeeze(1).cpu()
         steps[idx] = it + 1
-        final_loss[idx] = loss.detach().cpu()[idx]
-        target_prob[idx] = mean_prob.cpu()[idx]
+        final_loss[idx] = loss.detach().cpu()[idx].float()
+        target_prob[idx] = mean_prob.cpu()[idx].float()
         if on_step is not None:
             on_step(it + 1)
         still = active & (loss.detach() >= EARLY_STOP_LOSS)
@@ -356,12 +359,16 @@ class Edit:
     value: ValueResult | None = None
 
 
+def _ratio(unprefixed_key: torch.Tensor, prefixed_key: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """(kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) from the left vector C⁻¹k̄ (one request, or a stack of them): the one formula."""
+    return (unprefixed_key.to(left) * left).sum(-1) / (prefixed_key.to(left) * left).sum(-1)
+
+
 def denominator_ratio(second_moment: SecondMoment, unprefixed_key: torch.Tensor, prefixed_key: torch.Tensor):
     """(kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄): ROME's denominator relative to the consistent one. Near 0 or below: collapse.
 
     A float for one request; a float64 tensor for (n, d) stacks of keys (one solve for all)."""
-    left = second_moment.solve(prefixed_key)
-    ratio = (unprefixed_key.to(left) * left).sum(-1) / (prefixed_key.to(left) * left).sum(-1)
+    ratio = _ratio(unprefixed_key, prefixed_key, second_moment.solve(prefixed_key))
     return float(ratio) if ratio.ndim == 0 else ratio
 
 
@@ -380,7 +387,7 @@ def rank_one_update(weight: torch.Tensor, second_moment: SecondMoment, unprefixe
     denominator = left @ key
     delta = torch.outer(numerator / denominator, left)
     parts = {"numerator_norm": numerator.norm().item(), "denominator": (denominator / left.norm()).item(),
-             "ratio": float(k_u @ left / (k_bar @ left)), "delta_norm": delta.norm().item(),
+             "ratio": float(_ratio(k_u, k_bar, left)), "delta_norm": delta.norm().item(),
              "unprefixed_key_norm": k_u.norm().item(), "prefixed_key_norm": k_bar.norm().item(),
              "key_distance": (k_u - k_bar).norm().item()}
     return delta, parts
@@ -550,34 +557,32 @@ def _check_allowed(edits: list[Edit], min_ratio: float | None) -> None:
                 "this ROME edit would likely collapse the model (use variant='c-rome')")
 
 
-def _add(bundle: Bundle, edit_: Edit) -> None:
+def add_to_weight(bundle: Bundle, edit_: Edit) -> None:
+    """W += ΔW in place, in the layer's own storage (GPT-2's Conv1D keeps W transposed). Nothing restores it:
+    use :func:`applied` or :class:`EditSession`, unless the caller keeps the original weights itself."""
     weight = bundle.down_proj(edit_.layer).weight
     delta = edit_.delta.T if bundle.spec.transposed_weight else edit_.delta
-    weight.add_(delta.to(weight.device, weight.dtype))
+    with torch.no_grad():
+        weight.add_(delta.to(weight.device, weight.dtype))
 
 
 @contextmanager
 def applied(bundle: Bundle, edits: Edit | list[Edit], min_ratio: float | None = None):
     """Apply edits inside the block; the original weights come back bit for bit on exit or on error."""
     edits = [edits] if isinstance(edits, Edit) else list(edits)
-    _check_allowed(edits, min_ratio)
-    originals = {}
-    try:
-        with torch.no_grad():
-            for e in edits:
-                if e.layer not in originals:
-                    originals[e.layer] = bundle.down_proj(e.layer).weight.detach().clone()
-                _add(bundle, e)
+    _check_allowed(edits, min_ratio)  # all refused before any weight is touched
+    with EditSession(bundle) as session:
+        for e in edits:
+            session.apply(e)
         yield bundle
-    finally:
-        with torch.no_grad():
-            for layer, original in originals.items():
-                bundle.down_proj(layer).weight.copy_(original)
 
 
 @dataclass
 class EditSession:
-    """Sequential editing: edits stay in the model until ``undo_all`` (also a context manager)."""
+    """Edits that stay in the model until ``undo_all`` (also a context manager, which undoes on exit or error).
+
+    The one restore mechanism: the first edit of a layer keeps a copy of that layer's original W, and
+    ``undo_all`` copies it back, bit for bit. ``applied`` is a session that ends with its block."""
     bundle: Bundle
     min_ratio: float | None = None
     edits: list[Edit] = field(default_factory=list)
@@ -585,10 +590,9 @@ class EditSession:
 
     def apply(self, edit_: Edit) -> None:
         _check_allowed([edit_], self.min_ratio)
-        with torch.no_grad():
-            if edit_.layer not in self._originals:
-                self._originals[edit_.layer] = self.bundle.down_proj(edit_.layer).weight.detach().clone()
-            _add(self.bundle, edit_)
+        if edit_.layer not in self._originals:
+            self._originals[edit_.layer] = self.bundle.down_proj(edit_.layer).weight.detach().clone()
+        add_to_weight(self.bundle, edit_)
         self.edits.append(edit_)
 
     def undo_all(self) -> None:

@@ -380,8 +380,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
             value = rome.optimize_values(bundle, [case], templates)[0]
             case_k = case_keys(bundle, case.prompt, case.subject, templates, layer)
             edit = rome.make_edit(bundle, case, value, case_k, second_moment, variant, layer)
-            with torch.no_grad():
-                rome._add(bundle, edit)
+            rome.add_to_weight(bundle, edit)  # the run keeps the original W itself (to resume from saved states)
             r = edit.report
             row = StepRow(stream.name, variant, bundle.setting, step, str(case.case_id), stream.groups[i],
                           stream.groups[i] == "collapse-prone", case.subject, case.target_new, r.ratio,

@@ -58,14 +58,10 @@ def random_gpt2_xl(tokenizer, device):
     return models.from_model(model, tokenizer, name="random-gpt2-xl", hparams=models.hparams_for("gpt2-xl"))
 
 
-def engine_edit(bundle, cases, templates, C, **switches):
-    """v* for ``cases`` in one batch, then keys and the ROME update for each: the engine's whole edit."""
-    values = rome.optimize_values(bundle, cases, templates, **switches)
-    deltas = []
-    for case, value in zip(cases, values):
-        found = keys.case_keys(bundle, case.prompt, case.subject, templates)
-        deltas.append(rome.make_edit(bundle, case, value, found, C, "rome").delta)
-    return deltas, values
+def engine_edit(bundle, cases, templates, C) -> list:
+    """The engine's whole edit for ``cases`` (v* in one batch, keys, the ROME update), with no v* cache."""
+    return rome.compute_edits(bundle, cases, templates, C, ("rome",), batch_size=len(cases), cache=False,
+                              progress=False)["rome"]
 
 
 def reference_edit(bundle, case, templates, C):
@@ -159,12 +155,12 @@ def main() -> None:
     cases = data.curated_cases()[: max(args.cases, 8)]
     rows = []
     for case in cases[: args.cases]:
-        (deltas, values), engine_s = timed(device, lambda: engine_edit(bundle, [case], templates, C))
+        (edit,), engine_s = timed(device, lambda: engine_edit(bundle, [case], templates, C))
         (ref_delta, ref_steps), reference_s = timed(device, lambda: reference_edit(bundle, case, templates, C))
-        rows.append({"case_id": case.case_id, "subject": case.subject, "steps": values[0].steps,
+        rows.append({"case_id": case.case_id, "subject": case.subject, "steps": edit.value.steps,
                      "reference_steps": ref_steps, "engine_s": engine_s, "reference_s": reference_s,
-                     "delta_rel_diff": ((deltas[0].double() - ref_delta).norm() / ref_delta.norm()).item()})
-        print(f"  case {case.case_id:>4} {case.subject:<20} steps {values[0].steps:>2}/{ref_steps:>2}  "
+                     "delta_rel_diff": ((edit.delta.double() - ref_delta).norm() / ref_delta.norm()).item()})
+        print(f"  case {case.case_id:>4} {case.subject:<20} steps {edit.value.steps:>2}/{ref_steps:>2}  "
               f"engine {engine_s:6.2f} s  reference {reference_s:6.2f} s  ΔW rel diff {rows[-1]['delta_rel_diff']:.1e}",
               flush=True)
 

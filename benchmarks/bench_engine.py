@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import reference  # noqa: E402
 
-from rome_collapse import data, keys, models, rome, stats  # noqa: E402
+from rome_collapse import data, keys, models, rome, stats, values  # noqa: E402
 from rome_collapse.models import get_module  # noqa: E402
 
 
@@ -103,11 +103,11 @@ def profile_split(bundle, case, templates) -> dict:
     handles += [lm_head.register_forward_pre_hook(begin), lm_head.register_forward_hook(end)]
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     try:
-        rome.optimize_values(bundle, [case], templates)  # warm-up
+        values.optimize_values(bundle, [case], templates)  # warm-up
         for name in parts:
             parts[name] = 0.0
         with profile(activities=activities) as prof:
-            (value,), wall = timed(device, lambda: rome.optimize_values(bundle, [case], templates))
+            (value,), wall = timed(device, lambda: values.optimize_values(bundle, [case], templates))
     finally:
         for h in handles:
             h.remove()
@@ -140,7 +140,7 @@ def main() -> None:
     if args.random_gpt2_xl:
         bundle = random_gpt2_xl(bundle.tokenizer, bundle.device)
     if args.steps:
-        bundle.hparams = bundle.hparams.replace(v_num_grad_steps=args.steps)
+        bundle = bundle.with_hparams(v_num_grad_steps=args.steps)
     layer, device = bundle.hparams.layer, bundle.device
     texts = data.statistics_corpus(args.stats_texts)
     templates = keys.context_templates(bundle, seed=0, cache=not args.random_gpt2_xl)
@@ -199,7 +199,7 @@ def main() -> None:
         times = {name: [] for name in variants}
         for case in cases[: args.cases]:
             for name, switches in variants.items():  # interleaved, so drift hits all alike
-                times[name].append(timed(device, lambda: rome.optimize_values(bundle, [case], templates, **switches))[1])
+                times[name].append(timed(device, lambda: values.optimize_values(bundle, [case], templates, **switches))[1])
         summary["ablation_v_star_s"] = {name: round(statistics.mean(t), 3) for name, t in times.items()}
 
     if args.profile_split:

@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from rome_collapse import data, experiments, metrics, models
+from rome_collapse import data, metrics, models, samples
 
 DEFAULT_PATH = Path(data.__file__).parent / "resources" / "curated_cases.json"
 
@@ -34,7 +34,7 @@ def main() -> int:
     nll_true = metrics.target_nll(bundle, prompts, [c.target_true for c in cases])
     nll_new = metrics.target_nll(bundle, prompts, [c.target_new for c in cases])
     margins = (nll_new - nll_true).tolist()
-    groups = [experiments.case_group(bundle, c) for c in cases]
+    groups = [samples.case_group(bundle, c) for c in cases]
     known = [m > 0 for m in margins]
 
     print(f"{len(cases)} records, {len(cases) - sum(known)} unknown to {args.model}")

@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny random Llama (fast, exact checks) and the real default model."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -8,7 +10,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from rome_collapse import data, keys, models, stats
 from rome_collapse.profiles import get_profile
 
-torch.set_num_threads(2)
+# Two threads (this workplace's CPU), or what OMP_NUM_THREADS asks for when jobs share the machine.
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 SMOKE = get_profile("smoke")
 
@@ -34,6 +37,12 @@ def smol_templates(smol):
     return keys.context_templates(smol, seed=SMOKE.template_seed)
 
 
+def layer_output(bundle: models.Bundle, key: torch.Tensor) -> torch.Tensor:
+    """W k + b from the edited projection's own forward (GPT-2's Conv1D included): what ROME writes v* over."""
+    with torch.no_grad():
+        return bundle.down_proj(bundle.hparams.layer)(key)
+
+
 def tiny_llama(tokenizer, layers: int = 4, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
@@ -45,7 +54,7 @@ def tiny_llama(tokenizer, layers: int = 4, seed: int = 0) -> LlamaForCausalLM:
 @pytest.fixture(scope="session")
 def tiny(smol_tokenizer):
     """A 4-layer random Llama with SmolLM2's tokenizer: the math must hold on any weights."""
-    hp = models.HParams(layer=1, v_num_grad_steps=8, context_template_length_params=[[5, 5]])
+    hp = models.default_hparams(layer=1, v_num_grad_steps=8, context_template_length_params=[[5, 5]])
     return models.from_model(tiny_llama(smol_tokenizer), smol_tokenizer, name="tiny-llama", hparams=hp)
 
 

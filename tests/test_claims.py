@@ -189,11 +189,14 @@ def test_judge_encoder():
     assert claims.judge_encoder(table(0.8), "m", "minilm").verdicts[0].verdict == "does not hold"
 
 
+PLAIN = "none (ROME)"  # interventions.PLAIN (claims reads the swap's rows by their kind, the others as plain)
+
+
 def swap_table(kind, plain_collapsed, swap_collapsed):
     rows = []
     for i, (p, s) in enumerate(zip(plain_collapsed, swap_collapsed)):
-        for intervention, collapsed in ((claims.PLAIN, p), (kind, s)):
-            rows.append({"case_id": i, "intervention": intervention, "key_shift": 0.0 if intervention == claims.PLAIN
+        for intervention, collapsed in ((PLAIN, p), (kind, s)):
+            rows.append({"case_id": i, "intervention": intervention, "key_shift": 0.0 if intervention == PLAIN
                          else 0.5, "ratio": 0.01 if collapsed else 0.9, "ppl_after": 1e4 if collapsed else 110.0,
                          "ppl_factor": 100.0 if collapsed else 1.1, "collapsed": collapsed})
     return pd.DataFrame(rows, columns=["case_id", "intervention", "key_shift", "ratio", "ppl_after", "ppl_factor",
@@ -353,3 +356,54 @@ def test_judge_sequential_counts_a_non_finite_last_measurement_as_a_collapse():
     steps = pd.DataFrame(run_steps("rome", GROUPS[:2], [1.0, 50.0], [1.0, float("nan")])
                          + run_steps("c-rome", GROUPS[:2], [1.0, 1.0], [1.0, 1.01]))
     assert claims.judge_sequential(steps, "m", "paper").verdicts[0].verdict == "holds"
+
+
+def test_claims_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, rome_collapse.claims; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def study_rows(variant, efficacy_with_prefix, locality, ppl_ratio=1.0, normal_efficacy=1.0, setting="paper"):
+    prone = {"setting": setting, "variant": variant, "group": "collapse-prone", "efficacy": 0.0,
+             "efficacy with prefix": efficacy_with_prefix, "locality with prefix": locality, "ppl_ratio": ppl_ratio,
+             "collapsed": ppl_ratio > 10, "target_prob": 0.5}
+    normal = {**prone, "group": "normal", "efficacy": normal_efficacy, "efficacy with prefix": normal_efficacy,
+              "ppl_ratio": 1.0, "collapsed": False}
+    return [prone, normal]
+
+
+@pytest.mark.parametrize("rows, verdict, passing", [
+    ([("base", 0.6, 0.8), ("good", 0.95, 0.78)], "holds", ["good"]),
+    ([("base", 0.6, 0.8), ("costly", 1.0, 0.5)], "holds in part", []),  # reaches the bar, loses locality
+    ([("base", 0.6, 0.8), ("collapsing", 1.0, 0.8, 50.0)], "holds in part", []),
+    ([("base", 0.6, 0.8), ("better", 0.75, 0.8)], "holds in part", []),  # intact, +0.15 but short of 0.9
+    ([("base", 0.6, 0.8), ("same", 0.65, 0.8)], "does not hold", []),
+    ([("base", 0.6, 0.8), ("breaks normal", 0.95, 0.8, 1.0, 0.5)], "holds in part", []),
+])
+def test_judge_clamp_study(rows, verdict, passing):
+    study = pd.DataFrame([r for args in rows for r in study_rows(*args)]
+                         # another setting's rows, where every variant would pass, must not count
+                         + [r for name, *_ in rows for r in study_rows(name, 1.0, 0.8, setting="rome")])
+    checks = claims.clamp_checks(study, "paper")
+    assert list(checks.index) == [name for name, *_ in rows]  # the study's order; the first is the baseline
+    assert list(checks.index[checks["passes"]]) == passing
+    judged = claims.judge_clamp_study(checks, "m", "paper")
+    (found,) = judged.verdicts
+    assert (found.claim_id, found.model, found.verdict, found.setting) == ("clamp-study", "m", verdict, "paper")
+    assert judged.text == (f"**paper setting: the claim {verdict}.** {found.measured}; "
+                           f"restoring: {', '.join(passing) or 'none'}.")
+    assert f"{len(passing)} of 1 variants reach 0.9 with locality kept" in found.measured
+
+
+def test_clamp_checks_measure_against_the_baseline_named():
+    study = pd.DataFrame(study_rows("low locality", 0.6, 0.5) + study_rows("high locality", 0.95, 0.8))
+    # against the first variant, locality 0.8 is no loss; against the second, 0.5 would be
+    assert bool(claims.clamp_checks(study, "paper").loc["high locality", "intact"])
+    named = claims.clamp_checks(study, "paper", baseline="high locality")
+    assert not bool(named.loc["low locality", "intact"]) and bool(named.loc["high locality", "passes"])
+    judged = claims.judge_clamp_study(named, "m", "paper", baseline="high locality")
+    assert judged.verdicts[0].measured.startswith("collapse-prone efficacy with a test-time prefix 0.95 with ROME's v*")

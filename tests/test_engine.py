@@ -8,8 +8,10 @@ import pytest
 import torch
 import transformers
 
-from rome_collapse import keys, metrics, models, rome, stats, tables
+from conftest import layer_output
+from rome_collapse import keys, metrics, models, outcomes, rome, stats
 from rome_collapse.data import EditCase
+from rome_collapse.values import ValueResult, optimize_values
 
 CASES = [
     EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux", "English", "French",
@@ -25,7 +27,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital a
 def tiny_setup(tiny):
     second_moment = stats.second_moment(tiny, texts=TEXTS, cache=False, progress=False)
     templates = keys.context_templates(tiny, seed=0, cache=False)
-    values = rome.optimize_values(tiny, CASES, templates)
+    values = optimize_values(tiny, CASES, templates)
     return second_moment, templates, values
 
 
@@ -136,14 +138,14 @@ def test_refusing_a_tiny_denominator(tiny, tiny_setup):
 def test_batched_values_equal_one_at_a_time(tiny, tiny_setup):
     _, templates, batched = tiny_setup
     for case, together in zip(CASES, batched):
-        alone = rome.optimize_values(tiny, [case], templates)[0]
+        alone = optimize_values(tiny, [case], templates)[0]
         assert alone.steps == together.steps
         assert torch.allclose(alone.v_star, together.v_star, atol=1e-4, rtol=1e-4)
 
 
 def test_prefix_cache_gives_the_same_values(tiny, tiny_setup):
     _, templates, batched = tiny_setup
-    plain = rome.optimize_values(tiny, CASES, templates, prefix_cache=False)
+    plain = optimize_values(tiny, CASES, templates, prefix_cache=False)
     for a, b in zip(plain, batched):
         assert torch.allclose(a.v_star, b.v_star, atol=1e-4, rtol=1e-4)
 
@@ -157,7 +159,7 @@ def test_value_optimisation_keeps_delta_within_the_clamp(tiny, tiny_setup):
 def test_statistics_cache_detects_truncated_file(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path))
     first = stats.second_moment(tiny, texts=TEXTS, corpus="tiny-test", n_samples=len(TEXTS), progress=False)
-    (path,) = list((tmp_path / "stats").glob("*.safetensors"))
+    (path,) = list((tmp_path / "stats").rglob("*.safetensors"))
     path.write_bytes(path.read_bytes()[:100])  # truncated
     again = stats.second_moment(tiny, texts=TEXTS, corpus="tiny-test", n_samples=len(TEXTS), progress=False)
     assert torch.allclose(first.matrix.cpu(), again.matrix.cpu())
@@ -194,12 +196,10 @@ def test_continuations_are_greedy(tiny):
 
 
 def test_continuation_table_shows_each_state_and_restores(tiny, tiny_setup):
-    from rome_collapse import experiments
-
     second_moment, templates, _ = tiny_setup
     edits = rome.compute_edits(tiny, CASES[:2], templates, second_moment, cache=False, progress=False)
     before = tiny.weight(1).detach().clone()
-    table = experiments.continuation_table(tiny, edits, ["It was a sunny"], max_new_tokens=3)
+    table = outcomes.continuation_table(tiny, edits, ["It was a sunny"], max_new_tokens=3)
     assert list(table.columns) == ["case", "prompt", "unedited", "ROME", "C-ROME"]
     assert len(table) == 4 and list(table["prompt"])[:2] == ["It was a sunny", CASES[0].text]
     assert torch.equal(tiny.weight(1), before)
@@ -223,11 +223,11 @@ def tiny_gpt2(smol_tokenizer):
     model = transformers.GPT2LMHeadModel(config)
     with torch.no_grad():
         model.transformer.h[1].mlp.c_proj.bias.normal_()
-    return models.from_model(model, smol_tokenizer, name="tiny-gpt2", hparams=models.HParams(layer=1))
+    return models.from_model(model, smol_tokenizer, name="tiny-gpt2", hparams=models.default_hparams(layer=1))
 
 
 def hand_value(case, v_star, start):
-    return rome.ValueResult(case_id=case.case_id, v_star=v_star, delta=v_star - start, target_init=start, steps=0,
+    return ValueResult(case_id=case.case_id, v_star=v_star, delta=v_star - start, target_init=start, steps=0,
                             final_loss=0.0, target_prob=0.0)
 
 
@@ -244,8 +244,8 @@ def test_gpt2_conv1d_edit_lands_in_the_output_space_and_restores_bitwise(tiny_gp
     assert bundle.spec.transposed_weight and tuple(down.weight.shape) == (128, 32)  # Conv1D: (in, out)
     second_moment = stats.SecondMoment.identity() if setting == "paper" else well_conditioned_c(128)
     ck = keys.case_keys(bundle, FIRST.prompt, FIRST.subject, FEW_TEMPLATES)
-    v_star = ck.unprefixed_output + torch.randn(32, generator=torch.Generator().manual_seed(1))
-    edit = rome.make_edit(bundle, FIRST, hand_value(FIRST, v_star, ck.unprefixed_output), ck, second_moment, variant)
+    v_star = layer_output(bundle, ck.unprefixed_key) + torch.randn(32, generator=torch.Generator().manual_seed(1))
+    edit = rome.make_edit(bundle, FIRST, hand_value(FIRST, v_star, layer_output(bundle, ck.unprefixed_key)), ck, second_moment, variant)
     key = ck.unprefixed_key if variant == "rome" else ck.prefixed_key
     before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
     with rome.applied(bundle, edit):
@@ -255,7 +255,7 @@ def test_gpt2_conv1d_edit_lands_in_the_output_space_and_restores_bitwise(tiny_gp
         torch.testing.assert_close(landed, v_star, rtol=1e-4, atol=1e-4)  # W'k + b = v*
         if variant == "rome":  # the edited model itself writes v* at the subject of the prompt
             after = keys.case_keys(bundle, FIRST.prompt, FIRST.subject, FEW_TEMPLATES)
-            torch.testing.assert_close(after.unprefixed_output, v_star, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(layer_output(bundle, after.unprefixed_key), v_star, rtol=1e-4, atol=1e-4)
     assert all(torch.equal(p, before[n]) for n, p in bundle.model.named_parameters())
 
 
@@ -267,10 +267,10 @@ def test_numerator_is_v_star_minus_the_layers_output_at_the_variants_key(request
     down = copy.deepcopy(bundle.down_proj(bundle.hparams.layer)).double()  # its forward in float64
     ck = keys.case_keys(bundle, FIRST.prompt, FIRST.subject, FEW_TEMPLATES)
     # v* a tenth of ‖W(kᵘ − k̄)‖ away from W kᵘ + b: ROME's numerator is that tenth, C-ROME's about ‖W(kᵘ − k̄)‖
-    gap = (ck.unprefixed_output - ck.prefixed_output).norm()
-    offset = torch.randn(ck.unprefixed_output.shape, generator=torch.Generator().manual_seed(2))
-    v_star = ck.unprefixed_output + 0.1 * gap * offset / offset.norm()
-    value = hand_value(FIRST, v_star, ck.unprefixed_output)
+    gap = (layer_output(bundle, ck.unprefixed_key) - layer_output(bundle, ck.prefixed_key)).norm()
+    offset = torch.randn(layer_output(bundle, ck.unprefixed_key).shape, generator=torch.Generator().manual_seed(2))
+    v_star = layer_output(bundle, ck.unprefixed_key) + 0.1 * gap * offset / offset.norm()
+    value = hand_value(FIRST, v_star, layer_output(bundle, ck.unprefixed_key))
     norms = {}
     for variant, key in (("rome", ck.unprefixed_key), ("c-rome", ck.prefixed_key)):
         edit = rome.make_edit(bundle, FIRST, value, ck, stats.SecondMoment.identity(), variant)
@@ -335,14 +335,16 @@ def test_a_prefixed_score_is_the_score_of_the_prefixed_prompts(tiny):
     assert got.p_new != pytest.approx(metrics.evaluate_cases(tiny, [FIRST])[0].p_new, rel=1e-3)  # the prefix matters
 
 
-def test_score_edits_prefixes_the_subject_first_cases_and_restores_the_weights(tiny, monkeypatch):
+def test_measure_edits_scores_alone_prefixes_the_subject_first_cases_and_restores_the_weights(tiny, monkeypatch):
     layer = tiny.hparams.layer
-    edits = [rome.Edit(c, layer, torch.full_like(tiny.weight(layer), 1e-3), SimpleNamespace(variant="c-rome"))
-             for c in (FIRST, LATER)]
+    report = SimpleNamespace(variant="c-rome", setting="paper", numerator_norm=1.0, denominator=2.0, ratio=1.0,
+                             delta_norm=3.0)
+    edits = [rome.Edit(c, layer, torch.full_like(tiny.weight(layer), 1e-3), report) for c in (FIRST, LATER)]
     before = tiny.weight(layer).detach().clone()
     seen = spy_prompts(monkeypatch)
-    table = tables.score_edits(tiny, edits, {"paris": "collapse-prone", "darrieux": "normal"}, test_prefix=PREFIX,
-                               progress=False)
-    assert list(table["test_prefix"]) == [True, False] and list(table["group"]) == ["collapse-prone", "normal"]
+    found = outcomes.measure_edits(tiny, edits, {"paris": "collapse-prone", "darrieux": "normal"}, test_prefix=PREFIX,
+                                   progress=False)
+    assert [o.test_prefix for o in found] == [True, False] and [o.group for o in found] == ["collapse-prone", "normal"]
     assert seen == prompts_of(FIRST, PREFIX) + prompts_of(LATER)
+    assert all(o.ppl_after is None and o.collapsed is None and o.efficacy is not None for o in found)
     assert torch.equal(tiny.weight(layer), before)

@@ -108,7 +108,7 @@ def test_an_engine_error_is_a_red_message_too(ex, monkeypatch):
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
-    monkeypatch.setattr(explorer.rome, "values_for", broken)
+    monkeypatch.setattr(explorer.values, "values_for", broken)
     ex.edit_button.click()
     assert is_error(ex.message.value) and "RuntimeError: out of memory" in ex.message.value
     assert not ex.edit_button.disabled and not ex.risk_button.disabled

@@ -17,6 +17,7 @@ import torch
 
 from rome_collapse import data, keys, metrics, rome, stats
 from rome_collapse.config import repo_root
+from rome_collapse.values import EARLY_STOP_LOSS, optimize_values
 
 pytestmark = pytest.mark.model
 
@@ -39,14 +40,14 @@ def run(golden, smol):
     bundle = smol.with_setting("paper")
     hp = golden["hparams"]
     assert golden["mom2_adjustment"] is False and bundle.hparams.mom2_adjustment is False
-    bundle.hparams = bundle.hparams.replace(
+    bundle = bundle.with_hparams(
         layer=golden["layer"], v_num_grad_steps=hp["v_num_grad_steps"], v_lr=hp["v_lr"],
         v_weight_decay=hp["v_weight_decay"], clamp_norm_factor=hp["clamp_norm_factor"], kl_factor=hp["kl_factor"])
-    assert hp["early_stop_loss"] == rome.EARLY_STOP_LOSS
+    assert hp["early_stop_loss"] == EARLY_STOP_LOSS
     templates = keys.check_templates(golden["templates"], "golden templates")
     cases = [data.EditCase(i, r["prompt"], r["subject"], r["target_new"], r["target_true"])
              for i, r in enumerate(golden["requests"])]
-    values = rome.optimize_values(bundle, cases, templates)
+    values = optimize_values(bundle, cases, templates)
     covariance = stats.covariance(bundle)
     texts = data.meppl("50")
     out = []

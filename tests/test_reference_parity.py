@@ -12,11 +12,11 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import tiny_llama
 from rome_collapse import keys, models, rome, stats
 from rome_collapse.data import EditCase
+from rome_collapse.values import optimize_values
 
 _spec = importlib.util.spec_from_file_location("reference", Path(__file__).parents[1] / "benchmarks" / "reference.py")
 reference = importlib.util.module_from_spec(_spec)
@@ -38,14 +38,14 @@ def rel(a, b) -> float:
 @pytest.fixture(scope="module")
 def tiny(smol_tokenizer):
     """The tiny random Llama of conftest, in float64."""
-    hp = models.HParams(layer=1, v_num_grad_steps=8, context_template_length_params=[[5, 5]])
+    hp = models.default_hparams(layer=1, v_num_grad_steps=8, context_template_length_params=[[5, 5]])
     return models.from_model(tiny_llama(smol_tokenizer).double(), smol_tokenizer, name="tiny-llama-f64", hparams=hp)
 
 
 @pytest.fixture(scope="module")
 def setup(tiny):
     templates = keys.context_templates(tiny, seed=0, cache=False)
-    engine_values = rome.optimize_values(tiny, CASES, templates)  # all three requests in one batch
+    engine_values = optimize_values(tiny, CASES, templates)  # all three requests in one batch
     return templates, engine_values
 
 

@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from rome_collapse import keys, rome, sequential, stats
-from rome_collapse.experiments import case_group
+from rome_collapse import keys, sequential, stats, values
+from rome_collapse.samples import case_group
 
 N = 3  # edits per test stream
 
@@ -26,7 +26,7 @@ def cache(tmp_path, monkeypatch):
 def paper(tiny):
     """The tiny model in the paper's setting (C = I, no statistics needed), with a short v* optimisation."""
     paper = tiny.with_setting("paper")
-    return dataclasses.replace(paper, hparams=paper.hparams.replace(v_num_grad_steps=4))
+    return paper.with_hparams(v_num_grad_steps=4)
 
 
 @pytest.fixture(scope="module")
@@ -117,21 +117,21 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(paper, setu
     assert torch.equal(weight(paper), original)
 
     # A finished run is read back: no v* is optimised again.
-    monkeypatch.setattr(rome, "optimize_values", lambda *a, **k: pytest.fail("finished run recomputed"))
+    monkeypatch.setattr(values, "optimize_values", lambda *a, **k: pytest.fail("finished run recomputed"))
     cached = run(paper, setup)
     assert cached.resumed_from == N and comparable(cached.rows) == comparable(full.rows)
 
 
 def test_v_star_is_optimised_on_the_edited_model_not_read_from_the_cache(paper, setup, cache, monkeypatch):
     seen = []
-    real = rome.optimize_values
+    real = values.optimize_values
 
     def spy(bundle, cases, *args, **kwargs):
         seen.append(weight(bundle).detach().clone())
         return real(bundle, cases, *args, **kwargs)
 
-    monkeypatch.setattr(rome, "optimize_values", spy)
-    monkeypatch.setattr(rome, "values_for", lambda *a, **k: pytest.fail("the single-edit v* cache was used"))
+    monkeypatch.setattr(values, "optimize_values", spy)
+    monkeypatch.setattr(values, "values_for", lambda *a, **k: pytest.fail("the single-edit v* cache was used"))
     after = {}
     original = weight(paper).detach().clone()
     run(paper, setup, on_step=snapshots(paper, after))

@@ -6,6 +6,7 @@ import torch
 
 from rome_collapse import keys, models, rome, stats
 from rome_collapse.data import EditCase
+from rome_collapse.values import optimize_values, values_for
 
 CASE = EditCase("paris", "{} is located in", "Paris", "Italy", "France")
 LATE = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux", "English", "French")
@@ -21,7 +22,7 @@ def paper(tiny):
 @pytest.fixture(scope="module")
 def setup(paper):
     templates = keys.context_templates(paper, seed=0, cache=False)
-    values = rome.optimize_values(paper, [CASE, LATE], templates)
+    values = optimize_values(paper, [CASE, LATE], templates)
     return templates, values
 
 
@@ -97,10 +98,10 @@ def test_mixing_settings_is_refused(tiny, paper, setup):
 def test_both_settings_share_v_star(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path))
     templates = keys.context_templates(tiny, seed=0, cache=False)
-    first = rome.values_for(tiny.with_setting("paper"), [CASE], templates, progress=False)[0]
+    first = values_for(tiny.with_setting("paper"), [CASE], templates, progress=False)[0]
     calls = []
-    monkeypatch.setattr(rome, "optimize_values", lambda *a, **k: calls.append(1) or [])
-    again = rome.values_for(tiny.with_setting("rome"), [CASE], templates, progress=False)[0]
+    monkeypatch.setattr("rome_collapse.values.optimize_values", lambda *a, **k: calls.append(1) or [])
+    again = values_for(tiny.with_setting("rome"), [CASE], templates, progress=False)[0]
     assert not calls and torch.equal(first.v_star, again.v_star)
 
 
@@ -147,3 +148,32 @@ def test_workbook_setup_gives_each_setting_its_own_c_and_one_set_of_templates(ti
     assert asked == {"n": 1000, "seed": 0} and setup.templates == ["{}"]  # the smoke profile's sizes
     assert "setting paper: no C⁻¹ (identity); setting rome: C over" in setup.describe()
     assert workbook.setup("tiny-llama", "full", "rome").bundle.setting == "rome"
+
+
+def test_hyper_parameters_have_one_source_the_yaml(tiny):
+    """HParams carries no numbers of its own: every value comes from resources/hparams.yaml, and a bundle's
+    hyper-parameters change only by making a new bundle."""
+    import dataclasses
+    from importlib import resources
+
+    import yaml
+
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               for f in dataclasses.fields(models.HParams))
+    table = yaml.safe_load(resources.files("rome_collapse").joinpath("resources/hparams.yaml").read_text())
+    assert dataclasses.asdict(models.default_hparams(layer=3)) == {**table["defaults"], "layer": 3}
+    smol = models.hparams_for("smollm2-135m", setting="rome")
+    expected = {k: v for k, v in table["models"]["smollm2-135m"].items() if k != "settings"}
+    assert {k: v for k, v in dataclasses.asdict(smol).items() if k in expected} == expected
+    moved = tiny.with_hparams(layer=2)
+    assert moved.hparams.layer == 2 and tiny.hparams.layer == 1 and moved.model is tiny.model
+
+
+def test_a_profile_sizes_v_star_steps_and_leaves_the_rest(tiny):
+    from rome_collapse.profiles import get_profile
+
+    smoke, full = get_profile("smoke"), get_profile("full")
+    sized = smoke.sized(tiny)
+    assert sized.hparams.v_num_grad_steps == smoke.value_steps < tiny.hparams.v_num_grad_steps
+    assert sized.hparams.replace(v_num_grad_steps=tiny.hparams.v_num_grad_steps) == tiny.hparams
+    assert full.sized(tiny) is tiny  # the real run keeps the model's own steps

@@ -18,10 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import COLLAPSE_FACTOR
-from .layerwise import PLAIN
+from .collapse import COLLAPSE_FACTOR, collapsed
 from .plots import figures_dir
-from .scan import collapsed
 
 VERDICTS = ("holds", "holds in part", "does not hold", "not testable")
 # Which setting of ROME a verdict's numbers come from: "paper" (no C⁻¹, as the authors ran), "rome" (C⁻¹, as
@@ -280,7 +278,7 @@ def judge_key_mismatch(table: pd.DataFrame, model: str) -> Judgement:
 
 
 def judge_first_token(centroids: pd.DataFrame, model: str, bos: bool) -> Judgement:
-    """Notebook 03, Part 1 (Figure 3): claim ``first-token``. ``centroids``: ``diagnostics.centroid_table`` (one
+    """Notebook 03, Part 1 (Figure 3): claim ``first-token``. ``centroids``: ``representations.centroid_table`` (one
     row per key set, with the share of each set nearest each reference centroid); ``bos``: the model prepends a BOS.
 
     Without a BOS: holds when at least half of the collapse cases' kᵘ are nearest the first-token centroid and at
@@ -375,7 +373,8 @@ def judge_encoder(encoder_table: pd.DataFrame, model: str, encoder: str) -> Judg
 
 
 def _swap_check(table: pd.DataFrame, kind: str) -> dict:
-    plain, swap = (table[table.intervention == i].set_index("case_id") for i in (PLAIN, kind))
+    swapped = table.intervention == kind  # the other rows are the plain ROME edits
+    plain, swap = table[~swapped].set_index("case_id"), table[swapped].set_index("case_id")
     return {"cases": len(plain), "same_status": float((plain.collapsed == swap.collapsed).mean()),
             "plain_collapsed": int(plain.collapsed.sum()), "swap_collapsed": int(swap.collapsed.sum()),
             "plain_ppl_median": plain.ppl_after.median(), "swap_ppl_median": swap.ppl_after.median(),
@@ -386,8 +385,10 @@ def _swap_check(table: pd.DataFrame, kind: str) -> dict:
 
 def position_checks(table6: pd.DataFrame, table7: pd.DataFrame) -> pd.DataFrame:
     """Notebook 04: per table (rows), the plain ROME edits against the swapped ones (Second2First on the
-    collapse-prone cases of ``table6``, First2Second on the normal ones of ``table7``): cases, share of cases whose
-    collapse status the swap keeps, collapses, median perplexities, denominator ratios and how far kᵘ moved."""
+    collapse-prone cases of ``table6``, First2Second on the normal ones of ``table7``; the rows of
+    ``interventions.position_swap_outcomes``: the swap's named by its kind, the others the plain edits'): cases,
+    share of cases whose collapse status the swap keeps, collapses, median perplexities, denominator ratios and
+    how far kᵘ moved."""
     return pd.DataFrame({"Table 6 (collapse-prone, Second2First)": _swap_check(table6, "second2first"),
                          "Table 7 (normal, First2Second)": _swap_check(table7, "first2second")}).T
 
@@ -670,3 +671,71 @@ def judge_sequential(steps: pd.DataFrame, model: str, setting: str, factor: floa
         verdict = "does not hold"
     return Judgement([Verdict("sequential", model, "; ".join(short), verdict, setting)],
                      f"**{setting} setting: the claim {verdict}.** {'; '.join(long)}.")
+
+
+# Notebook 10: does the way v* is set up hold C-ROME's efficacy with a test-time prefix back?
+CLAMP_EFFICACY_BAR = 0.9  # efficacy with the prefix a variant must reach on collapse-prone cases
+CLAMP_MAX_PPL_RATIO = 2.0  # every edit's perplexity within this many times the unedited one
+CLAMP_LOCALITY_SLACK = 0.05  # mean locality may fall at most this far below the baseline's
+CLAMP_NORMAL_EFFICACY_SLACK = 0.1  # normal cases' efficacy may fall at most this far below the baseline's
+
+
+def clamp_checks(study: pd.DataFrame, setting: str, baseline: str | None = None) -> pd.DataFrame:
+    """Notebook 10, one setting: one row per v* variant (in the study's order) from ``clamp_study.run_study``'s
+    table (one row per setting, variant and case: group, efficacy, efficacy with prefix, locality with prefix,
+    ppl_ratio, collapsed, target_prob). Columns: collapse-prone efficacy without and with the test-time prefix,
+    normal cases' efficacy, mean locality (with the prefix where one is used), the worst perplexity ratio,
+    collapses, v*'s mean target probability on collapse-prone cases, and the conditions ``judge_clamp_study``
+    reads: ``intact`` (no collapse, perplexity within ``CLAMP_MAX_PPL_RATIO``×, locality and normal cases'
+    efficacy within their slack of the ``baseline`` variant's; default the first, ROME's own v*),
+    ``reaches bar`` (efficacy with the prefix at least ``CLAMP_EFFICACY_BAR``) and ``passes`` (both)."""
+    rows = study[study["setting"] == setting]
+    checks = []
+    for name, r in rows.groupby("variant", sort=False):
+        prone, normal = r[r["group"] == "collapse-prone"], r[r["group"] == "normal"]
+        checks.append({"variant": name, "efficacy": prone["efficacy"].mean(),
+                       "efficacy with prefix": prone["efficacy with prefix"].mean(),
+                       "normal efficacy": normal["efficacy"].mean() if len(normal) else float("nan"),
+                       "locality": r["locality with prefix"].mean(), "ppl_ratio_max": r["ppl_ratio"].max(),
+                       "collapsed": int(r["collapsed"].sum()), "target_prob": prone["target_prob"].mean()})
+    checks = pd.DataFrame(checks).set_index("variant")
+    base = checks.loc[baseline or checks.index[0]]
+    checks["intact"] = ((checks["collapsed"] == 0) & (checks["ppl_ratio_max"] <= CLAMP_MAX_PPL_RATIO)
+                        & (checks["locality"] >= base["locality"] - CLAMP_LOCALITY_SLACK)
+                        & ~(checks["normal efficacy"] < base["normal efficacy"] - CLAMP_NORMAL_EFFICACY_SLACK))
+    checks["reaches bar"] = checks["efficacy with prefix"] >= CLAMP_EFFICACY_BAR
+    checks["passes"] = checks["intact"] & checks["reaches bar"]
+    return checks
+
+
+def judge_clamp_study(checks: pd.DataFrame, model: str, setting: str, baseline: str | None = None) -> Judgement:
+    """Notebook 10: claim ``clamp-study`` in one setting, from ``clamp_checks`` (``baseline``: the variant with
+    ROME's own v*, default the first row).
+
+    A variant *restores* C-ROME when it passes: collapse-prone efficacy with the prefix at least
+    ``CLAMP_EFFICACY_BAR``, no edit (of either group) collapses or takes perplexity past ``CLAMP_MAX_PPL_RATIO``×,
+    mean locality at most ``CLAMP_LOCALITY_SLACK`` below the baseline's and normal cases' efficacy at most
+    ``CLAMP_NORMAL_EFFICACY_SLACK`` below it. The claim holds when some variant restores C-ROME; it holds in part
+    when a variant reaches the bar at a cost (collapse, perplexity, locality or normal cases' efficacy: the set-up
+    is what limits efficacy, but lifting it harms the model) or an intact one lifts efficacy with the prefix by at
+    least 0.1; otherwise it does not hold. The variant quoted is the first that passes, else the one with the best
+    locality among those reaching the bar, else the one with the highest efficacy with the prefix.
+    """
+    baseline = baseline or checks.index[0]
+    base = checks.loc[baseline]
+    passing = list(checks.index[checks["passes"]])
+    intact = checks[checks["intact"]]
+    best = intact["efficacy with prefix"].idxmax() if len(intact) else baseline
+    lift = checks.loc[best, "efficacy with prefix"] - base["efficacy with prefix"]
+    verdict = "holds" if passing else "holds in part" if lift >= 0.1 or checks["reaches bar"].any() else "does not hold"
+    reaching = checks[checks["reaches bar"]]
+    top = passing[0] if passing else reaching["locality"].idxmax() if len(reaching) else \
+        checks["efficacy with prefix"].idxmax()
+    t = checks.loc[top]
+    measured = (f"collapse-prone efficacy with a test-time prefix {base['efficacy with prefix']:.2f} with ROME's v* "
+                f"(its target probability {base['target_prob']:.2f}); {top}: {t['efficacy with prefix']:.2f} "
+                f"(target probability {t['target_prob']:.2f}) with locality {t['locality']:.2f} vs "
+                f"{base['locality']:.2f} and worst perplexity {t['ppl_ratio_max']:.2f}×; "
+                f"{len(passing)} of {len(checks) - 1} variants reach {CLAMP_EFFICACY_BAR:g} with locality kept")
+    text = f"**{setting} setting: the claim {verdict}.** {measured}; restoring: {', '.join(passing) or 'none'}."
+    return Judgement([Verdict("clamp-study", model, measured, verdict, setting)], text)

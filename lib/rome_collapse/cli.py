@@ -1,5 +1,6 @@
-"""``python -m rome_collapse edit|risk|scan …``: one edit (or its pre-flight check) from the command line,
-or the pre-flight check of every case of a CounterFact-format file (``scan``).
+"""``python -m rome_collapse edit|risk|scan|prepare …``: one edit (or its pre-flight check) from the command
+line, the pre-flight check of every case of a CounterFact-format file (``scan``), or the caches a profile's runs
+share, filled once before they start (``prepare``).
 
 The result is one JSON object on the last line of standard output; bad arguments exit with 2.
 """
@@ -38,7 +39,30 @@ def _parser() -> argparse.ArgumentParser:
                                 "paper's: 10 lifted C-ROME's efficacy with --test-prefix on subject-first cases "
                                 "in the rome setting without losing locality (notebook 10)")
     _scan_parser(sub)
+    p = sub.add_parser("prepare", help="fill the caches every run of a profile shares (models, templates, C)",
+                       description="Converts each model once, generates its context templates and computes C in "
+                                   "the rome setting over the profile's statistics sample, so that runs started "
+                                   "side by side afterwards (make test's parallel workers) find them cached "
+                                   "instead of computing them each.")
+    p.add_argument("--models", default="smollm2-135m,gemma3-270m", help="comma-separated model names")
+    p.add_argument("--profile", choices=("smoke", "full"), default="smoke")
+    p.add_argument("--device", default=None)
     return parser
+
+
+def _prepare(args) -> int:
+    from . import workbook
+
+    for name in [m for m in args.models.split(",") if m]:
+        start = time.perf_counter()
+        try:
+            wb = workbook.setup(name, args.profile, list(SETTINGS), device=args.device)
+        except Exception as exc:  # noqa: BLE001 - reported with the model's name, exit 2
+            print(f"python -m rome_collapse prepare: error: {name}: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps({"model": name, "profile": args.profile, "seconds": round(time.perf_counter() - start, 1),
+                          "setup": wb.describe()}))
+    return 0
 
 
 def _model_arguments(p) -> None:
@@ -79,7 +103,7 @@ def _load(args):
     if args.layer is not None:
         if not 0 <= args.layer < bundle.num_layers:
             raise _BadInput(f"--layer must be in 0..{bundle.num_layers - 1}")
-        bundle.hparams = bundle.hparams.replace(layer=args.layer)
+        bundle = bundle.with_hparams(layer=args.layer)
     profile = get_profile(args.profile)
     covariance = stats.covariance(bundle, n_samples=profile.stats_samples, progress=not args.json)
     return bundle, covariance, templates or keys.context_templates(bundle, seed=profile.template_seed)
@@ -172,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.command == "scan":
         return _scan(args)
+    if args.command == "prepare":
+        return _prepare(args)
     from . import metrics, rome
     from .data import CaseError, EditCase, parse_case
 
@@ -197,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.clamp_factor is not None:
-        bundle.hparams = bundle.hparams.replace(clamp_norm_factor=args.clamp_factor)
+        bundle = bundle.with_hparams(clamp_norm_factor=args.clamp_factor)
     start = time.perf_counter()
     edit = rome.edit(bundle, case, templates, second_moment, variant=args.variant)
     edit_seconds = time.perf_counter() - start

@@ -12,7 +12,6 @@ vector is k̄, as the paper's authors ran) or ``rome`` (C⁻¹k̄, Meng et al.'s
 """
 from __future__ import annotations
 
-import dataclasses
 import html
 import logging
 import math
@@ -22,7 +21,8 @@ from dataclasses import dataclass
 import ipywidgets as w
 import torch
 
-from . import data, experiments, keys, metrics, models, rome, stats
+from . import data, keys, metrics, models, rome, stats, values
+from .collapse import collapsed
 from .profiles import get_profile
 from .tokens import encode, subject_token_span
 
@@ -115,7 +115,7 @@ def make_edit(bundle: models.Bundle, case: data.EditCase, templates: list[str], 
               variant: str, cache: bool = True, on_step=None) -> rome.Edit:
     """ROME's edit of ``case`` at the bundle's layer: v* (from the cache or optimised, ``on_step`` after each
     step), the keys, and the rank-one update of ``variant``. Same as ``rome.edit``, with a progress hook."""
-    value = rome.values_for(bundle, [case], templates, cache=cache, progress=False, on_step=on_step)[0]
+    value = values.values_for(bundle, [case], templates, cache=cache, progress=False, on_step=on_step)[0]
     case_keys = keys.case_keys(bundle, case.prompt, case.subject, templates)
     return rome.make_edit(bundle, case, value, case_keys, covariance, variant)
 
@@ -177,7 +177,7 @@ def risk_html(report: rome.RiskReport, case: data.EditCase, layer: int) -> str:
 
 def edit_html(edit: rome.Edit, before: Reading, after: Reading, prompt: str, ppl_sentences: int) -> str:
     r, value = edit.report, edit.value
-    collapsed = not after.perplexity <= experiments.COLLAPSE_FACTOR * before.perplexity
+    is_collapsed = collapsed(after.perplexity / before.perplexity)
     anatomy = [("numerator ‖v* − Wk − b‖", _num(r.numerator_norm)),
                ("denominator k·u", _num(r.denominator)),
                ("ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄)", _num(r.ratio)),
@@ -185,8 +185,8 @@ def edit_html(edit: rome.Edit, before: Reading, after: Reading, prompt: str, ppl
                ("v*", f"{value.steps} steps, loss {_num(value.final_loss)}, P(target_new) {_num(value.target_prob)}"
                 if value else "–")]
     side = [(f"ME-PPL ({ppl_sentences} sentences)", _num(before.perplexity),
-             f"<b style='color:{'#c62828' if collapsed else 'inherit'}'>{_num(after.perplexity)}"
-             f"{' (collapsed)' if collapsed else ''}</b>"),
+             f"<b style='color:{'#c62828' if is_collapsed else 'inherit'}'>{_num(after.perplexity)}"
+             f"{' (collapsed)' if is_collapsed else ''}</b>"),
             ("efficacy on the rewrite prompt", _efficacy(before.scores, edit.case),
              _efficacy(after.scores, edit.case)),
             *([("generalisation / locality", f"{_num(before.scores.generalization)} / {_num(before.scores.locality)}",
@@ -295,7 +295,7 @@ class Explorer:
         changes = {"layer": self.layer.value}
         if self.v_steps is not None:
             changes["v_num_grad_steps"] = self.v_steps
-        return dataclasses.replace(base, hparams=base.hparams.replace(**changes))
+        return base.with_hparams(**changes)
 
     def templates(self) -> list[str]:
         name = self.model.value
@@ -304,7 +304,7 @@ class Explorer:
         return self._templates[name]
 
     def covariance(self, bundle: models.Bundle) -> stats.SecondMoment:
-        key = (bundle.name, bundle.setting, bundle.hparams.layer)
+        key = (bundle.weights_id, bundle.add_bos, bundle.setting, bundle.hparams.layer)
         if key not in self._covariances:
             if bundle.hparams.mom2_adjustment:
                 self._say(f"computing C at layer {bundle.hparams.layer} over {self.profile.stats_samples} texts "
@@ -446,7 +446,7 @@ class Explorer:
             test_prefix = templates[1] if self.prefix.value and len(templates) > 1 else None
             prompt = metrics.prefixed(case.text, test_prefix) if test_prefix else case.text
             self._say("measuring the unedited model…")
-            ppl_key = (bundle.name, bundle.add_bos)
+            ppl_key = (bundle.weights_id, bundle.add_bos)
             before = read_model(bundle, case, self.ppl_texts, test_prefix, self._ppl.get(ppl_key))
             self._ppl[ppl_key] = before.perplexity
             self._say("measuring the edited model…")

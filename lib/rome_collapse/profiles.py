@@ -1,11 +1,15 @@
 """Run sizes shared by the notebooks, the tests and the CLI.
 
-``smoke`` keeps every notebook to seconds on a 2-core CPU (CI); ``full`` is the real run.
-Both profiles share cache entries with each other's runs where the settings agree.
+``smoke`` keeps every notebook short on a 2-core CPU (CI: it checks that every cell runs, not the findings);
+``full`` is the real run. Both profiles share cache entries with each other's runs where the settings agree.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Bundle
 
 
 @dataclass(frozen=True)
@@ -26,16 +30,23 @@ class Profile:
     layer_sweep_first_half: bool = True  # notebook 05, Part 2: sweep layers 1 … L/2; False: the edit layer ± 1
     clamp_study_cases: int = 6  # notebook 10 (the v* clamp study): collapse-prone cases (5 v* and 10 edits each)
     clamp_study_normal_cases: int = 2  # notebook 10: normal cases, to check the variants leave them alone
+    # v* optimisation steps; None: the model's own (ROME's 20-25). The smoke run takes a few: v* is most of a
+    # notebook's time, and the smoke run checks that every cell runs, not how well the edits land.
+    value_steps: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def sized(self, bundle: "Bundle") -> "Bundle":
+        """The bundle as this profile runs it (its v* steps); the same model and weights."""
+        return bundle if self.value_steps is None else bundle.with_hparams(v_num_grad_steps=self.value_steps)
 
 
 PROFILES = {
     "smoke": Profile("smoke", stats_samples=1000, cases_per_group=2, ppl_set="50", sequential_edits=4,
                      sequential_ppl_every=1, predict_cases_per_group=3, sequential_settings=("paper",),
                      bos_cases=1, concentration_texts=50, layer_sweep_cases_per_group=2, layer_sweep_stats_samples=200,
-                     layer_sweep_first_half=False, clamp_study_cases=1, clamp_study_normal_cases=1),
+                     layer_sweep_first_half=False, clamp_study_cases=1, clamp_study_normal_cases=1, value_steps=5),
     "full": Profile("full", stats_samples=9950, cases_per_group=12, ppl_set="50", sequential_edits=30,
                     sequential_ppl_every=3, predict_cases_per_group=30, sequential_settings=("paper", "rome"),
                     bos_cases=4, concentration_texts=300, layer_sweep_cases_per_group=6, layer_sweep_stats_samples=500,

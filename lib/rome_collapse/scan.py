@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .collapse import collapsed
 from .data import CaseError, EditCase
 from .keys import CaseKeys
 from .models import Bundle
@@ -95,11 +96,11 @@ def _common_prefix(rows: list[_Row], members: list[int]) -> int:
 
 
 def _forward(bundle: Bundle, layer: int, rows: list[_Row], groups: list[list[int]], token_budget: int):
-    """Keys and outputs (W k + b) at every row's position, in row order, and the number of tokens run.
+    """Keys at every row's position, in row order, and the number of tokens run.
 
     Rows of one group (one template) share their first tokens: those run once, into a cache, and every
     batch of the group runs only its rows' remaining tokens on top of it (positions and mask continuing)."""
-    keys = outputs = None
+    keys = None
     n_tokens = 0
     dev = bundle.device
     for members in groups:
@@ -117,7 +118,7 @@ def _forward(bundle: Bundle, layer: int, rows: list[_Row], groups: list[list[int
         for part in _batches(suffixes, token_budget):
             batch = pad_batch(bundle, [suffixes[i].ids for i in part])
             if cache is None:
-                inputs, outs = down_proj_io(bundle, layer, batch)
+                inputs, _ = down_proj_io(bundle, layer, batch)
             else:
                 n, width = batch.input_ids.shape
                 batch_cache = copy.deepcopy(cache)
@@ -125,17 +126,16 @@ def _forward(bundle: Bundle, layer: int, rows: list[_Row], groups: list[list[int
                 mask = torch.cat([torch.ones(n, shared, dtype=batch.attention_mask.dtype, device=dev),
                                   batch.attention_mask], 1)
                 positions = (shared + torch.arange(width, device=dev)).expand(n, width)
-                inputs, outs = down_proj_io(bundle, layer, input_ids=batch.input_ids, attention_mask=mask,
+                inputs, _ = down_proj_io(bundle, layer, input_ids=batch.input_ids, attention_mask=mask,
                                              position_ids=positions, cache=batch_cache, use_cache=True)
             if keys is None:
                 keys = inputs.new_empty(len(rows), inputs.shape[-1])
-                outputs = outs.new_empty(len(rows), outs.shape[-1])
             at = torch.arange(len(part), device=inputs.device)
             pos = torch.tensor([suffixes[i].position for i in part], device=inputs.device)
             where = torch.tensor([members[i] for i in part], device=inputs.device)
-            keys[where], outputs[where] = inputs[at, pos], outs[at, pos]
+            keys[where] = inputs[at, pos]
             n_tokens += int(batch.attention_mask.sum())
-    return keys, outputs, n_tokens
+    return keys, n_tokens
 
 
 def _case_keys_batch(bundle, cases, templates, layer, token_budget, truncate, share_prefix):
@@ -145,10 +145,9 @@ def _case_keys_batch(bundle, cases, templates, layer, token_budget, truncate, sh
     t = len(templates)
     # rows are case-major (case i, template j at i * t + j); a template's rows share its opening tokens
     groups = [list(range(j, len(rows), t)) for j in range(t)] if share_prefix else [list(range(len(rows)))]
-    keys, outputs, n_tokens = _forward(bundle, layer, rows, groups, token_budget)
+    keys, n_tokens = _forward(bundle, layer, rows, groups, token_budget)
     keys = keys.view(len(cases), t, -1)
-    outputs = outputs.view(len(cases), t, -1)
-    result = [CaseKeys(keys[i, 0], keys[i].mean(0), outputs[i, 0], outputs[i].mean(0), keys[i])
+    result = [CaseKeys(keys[i, 0], keys[i].mean(0), keys[i])
               for i in range(len(cases))]
     return result, spans, n_tokens, sum(len(r.ids) for r in rows)
 
@@ -160,7 +159,7 @@ def case_keys_batch(bundle: Bundle, cases: list[EditCase], templates: list[str],
     float rounding). ``truncate`` cuts each text after the subject (causal models only: every bundle is one);
     ``share_prefix`` runs each template's opening once; ``threads`` as in :func:`scan_cases`.
     A request whose subject cannot be found raises a :class:`~rome_collapse.data.CaseError` naming it."""
-    layer = bundle.hparams.layer if layer is None else layer
+    layer = bundle.edit_layer(layer)
     with _threads(threads):
         return _case_keys_batch(bundle, cases, templates, layer, token_budget, truncate, share_prefix)[0]
 
@@ -244,7 +243,7 @@ def scan_cases(bundle: Bundle, cases: list[EditCase], templates: list[str], seco
     if not cases:
         raise ValueError("no cases to scan")
     check_covariance(bundle, second_moment)
-    layer = bundle.hparams.layer if layer is None else layer
+    layer = bundle.edit_layer(layer)
     start = time.perf_counter()
     rows: list[ScanRow] = []
     n_tokens = n_text = 0
@@ -352,11 +351,6 @@ PREDICTORS = (
     Predictor("cos(kᵘ, k̄)", "cos_ku_kbar", "low"),
     Predictor("‖kᵘ‖", "unprefixed_key_norm", "either"),
 )
-
-
-def collapsed(blowup, factor: float) -> np.ndarray:
-    """Perplexity after / before above ``factor`` (NaN or inf count as collapsed)."""
-    return ~(np.asarray(blowup, dtype=float) <= factor)
 
 
 def _risk(values, risky: str) -> np.ndarray:

@@ -3,12 +3,12 @@
 A *stream* is a seeded sequence of edit cases (``build_stream``): a realistic mix (about one in five
 subject-first, i.e. collapse-prone) or normal cases only. ``run_stream`` applies its edits in order to
 one model, each v* optimised on the model as edited so far (no batching across steps, no v* cache: the
-single-edit cache is keyed by the model's name, not its weights), and records one ``StepRow`` per edit:
+single-edit cache is keyed by the weights as loaded, not as edited), and records one ``StepRow`` per edit:
 the update's anatomy, the model's ME-PPL perplexity (every ``ppl_every`` edits) and, every
 ``retain_every`` edits, the efficacy that all edits of the stream so far still have.
 
 The run's state (the accumulated ΔW in float64 and the rows so far) is saved atomically to the cache
-after every edit, keyed by everything that changes it; a stopped run resumes from its last completed
+(``cache.py``) after every edit, keyed by everything that changes it; a stopped run resumes from its last completed
 edit, and a finished one is read back. Whatever happens, the model's original weights are restored
 when ``run_stream`` returns or raises.
 """
@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
-import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,16 +25,16 @@ from typing import Callable
 
 import pandas as pd
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from . import metrics, rome
-from .config import CACHE_VERSION, cache_dir
+from . import metrics, rome, values
+from .cache import digest, entry_path, load_tensors, save_tensors
+from .collapse import COLLAPSE_FACTOR
+from .config import CACHE_VERSION
 from .data import EditCase
-from .experiments import COLLAPSE_FACTOR, case_group
 from .keys import case_keys
 from .models import Bundle
+from .samples import case_group
 from .stats import SecondMoment
 
 log = logging.getLogger(__name__)
@@ -53,7 +50,7 @@ THRESHOLDS = (2.0, COLLAPSE_FACTOR)  # perplexity factors marked on the trajecto
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stream:
-    """Edit cases in the order they are applied, with each one's group (``experiments.case_group``)."""
+    """Edit cases in the order they are applied, with each one's group (``samples.case_group``)."""
     name: str
     cases: tuple[EditCase, ...]
     groups: tuple[str, ...]
@@ -242,10 +239,6 @@ def summary(results: list[SequentialResult], factors: tuple[float, ...] = THRESH
 # --------------------------------------------------------------------------------------------
 # State on disk
 # --------------------------------------------------------------------------------------------
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _tensor_digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
@@ -253,49 +246,35 @@ def _tensor_digest(t: torch.Tensor) -> str:
 def _state_key(bundle: Bundle, stream: Stream, variant: str, templates: list[str], second_moment: SecondMoment,
                ppl_texts: list[str], ppl_every: int, retain_every: int, stop_factor: float | None,
                original: torch.Tensor) -> dict:
-    return {"model": bundle.name, "add_bos": bundle.add_bos, "setting": bundle.setting, "variant": variant,
+    return {"model": bundle.weights_id, "add_bos": bundle.add_bos, "setting": bundle.setting, "variant": variant,
             "hparams": asdict(bundle.hparams), "original_weight": _tensor_digest(original),
             "dtype": str(original.dtype), "stream": stream.name, "seed": stream.seed,
-            "cases": _digest([c.to_dict() for c in stream.cases]), "n_edits": len(stream),
-            "templates": _digest(templates), "second_moment": _digest(second_moment.metadata),
-            "ppl_texts": _digest(ppl_texts), "ppl_every": ppl_every, "retain_every": retain_every,
+            "cases": digest([c.to_dict() for c in stream.cases]), "n_edits": len(stream),
+            "templates": digest(templates), "second_moment": digest(second_moment.metadata),
+            "ppl_texts": digest(ppl_texts), "ppl_every": ppl_every, "retain_every": retain_every,
             "stop_factor": stop_factor, "code_version": [CACHE_VERSION, STATE_VERSION]}
 
 
 def state_path(key: dict) -> Path:
-    """Where the state of the run with this key lives: ``<cache>/sequential/<model>/<stream>-<variant>-…``."""
-    name = f"{key['stream']}-{key['variant']}-{key['setting']}-{_digest(key)[:20]}.safetensors"
-    return cache_dir("sequential", key["model"].replace("/", "--")) / name
+    """Where the state of the run with this key lives:
+    ``<cache>/sequential/<model>/<stream>-<variant>-<setting>-<digest>.safetensors``."""
+    return entry_path("sequential", key, ".safetensors", label=f"{key['stream']}-{key['variant']}-{key['setting']}")
 
 
 def _save_state(path: Path, key: dict, delta: torch.Tensor, weight_digest: str, ppl_before: float,
                 rows: list[StepRow], stopped: str | None) -> None:
     """Accumulated ΔW (float64) with the rows in the header: one file, replaced atomically."""
-    meta = {"rome_collapse": json.dumps({"key": key, "weight_digest": weight_digest, "ppl_before": ppl_before,
-                                         "rows": [r.to_dict() for r in rows], "stopped": stopped})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"delta": delta.cpu().contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, path)  # readers see the previous state or the whole new one
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_tensors(path, key, {"delta": delta}, weight_digest=weight_digest, ppl_before=ppl_before,
+                 rows=[r.to_dict() for r in rows], stopped=stopped)
 
 
 def load_state(path: Path, key: dict | None = None) -> tuple[torch.Tensor, dict] | None:
-    """(accumulated ΔW, header) of a saved state; None when missing, unreadable or saved under another key."""
-    if not Path(path).exists():
+    """(accumulated ΔW, header) of a saved state; None when missing, unreadable (a warning) or saved under
+    another key (``key=None``: under any key). The stream then starts again."""
+    entry = load_tensors(path, key)
+    if entry is None or "delta" not in entry[0]:
         return None
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads(f.metadata()["rome_collapse"])
-        if key is not None and meta["key"] != json.loads(json.dumps(key, default=str)):
-            return None
-        return load_file(str(path))["delta"], meta
-    except Exception as exc:  # truncated or foreign file: start again
-        log.warning("sequential state %s unreadable (%s); starting the stream again", path, exc)
-        return None
+    return entry[0]["delta"], entry[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,7 +305,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
                on_step: Callable[[StepRow], None] | None = None, ppl_before: float | None = None) -> SequentialResult:
     """Apply the stream's edits one after another with ``variant`` under the bundle's setting.
 
-    Each step optimises v* on the model as edited so far (``rome.optimize_values``: never the v* cache),
+    Each step optimises v* on the model as edited so far (``values.optimize_values``: never the v* cache),
     reads the keys, makes the rank-one update, adds it to W, and measures: the edit's own efficacy;
     ME-PPL perplexity on ``ppl_texts`` every ``ppl_every`` edits and after the last; every ``retain_every``
     edits (default ``ppl_every``) and after the last, the mean efficacy of every fact edited so far.
@@ -377,7 +356,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
                    disable=not progress)
         for i in range(len(rows), len(stream)):
             start, case, step = time.perf_counter(), cases[i], i + 1
-            value = rome.optimize_values(bundle, [case], templates)[0]
+            value = values.optimize_values(bundle, [case], templates)[0]
             case_k = case_keys(bundle, case.prompt, case.subject, templates, layer)
             edit = rome.make_edit(bundle, case, value, case_k, second_moment, variant, layer)
             rome.add_to_weight(bundle, edit)  # the run keeps the original W itself (to resume from saved states)

@@ -4,25 +4,19 @@
 ``mom2_adjustment`` on) or the identity (the paper's runs, switched off; nothing is computed then).
 
 Accumulated in float64 over every non-padding token, the forward pass stopped inside the edit
-layer, and cached on disk as safetensors (the metadata in the file's header names everything that
-changes the matrix; a truncated or mismatching file is recomputed, never unpickled).
+layer, and cached on disk (``cache.py``: keyed by the weights, the layer, the corpus and its size; a
+truncated or mismatching entry is recomputed, never unpickled).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .config import CACHE_VERSION, cache_dir
+from .cache import entry_path, load_tensors, save_tensors
+from .config import CACHE_VERSION
 from .models import Bundle
 from .tokens import pad_batch, token_ids
 from .trace import down_proj_io
@@ -85,12 +79,6 @@ def compute_second_moment(bundle: Bundle, layer: int, texts: list[str], max_leng
     return total / count, count
 
 
-def _cache_path(metadata: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
-    safe_name = metadata["model"].replace("/", "--")
-    return cache_dir("stats") / f"{safe_name}-layer{metadata['layer']}-{digest}.safetensors"
-
-
 def second_moment(bundle: Bundle, layer: int | None = None, texts: list[str] | None = None,
                   corpus: str = "meppl-10k-minus-50", n_samples: int | None = None,
                   max_length: int | None = None, cache: bool = True, progress: bool = True) -> SecondMoment:
@@ -100,37 +88,25 @@ def second_moment(bundle: Bundle, layer: int | None = None, texts: list[str] | N
     """
     from .data import statistics_corpus
 
-    layer = bundle.hparams.layer if layer is None else layer
+    layer = bundle.edit_layer(layer)
     n_samples = n_samples or bundle.hparams.mom2_n_samples
     max_length = max_length or bundle.hparams.mom2_max_length
-    metadata = {"model": bundle.name, "layer": layer, "corpus": corpus, "n_samples": n_samples,
+    metadata = {"model": bundle.weights_id, "layer": layer, "corpus": corpus, "n_samples": n_samples,
                 "max_length": max_length, "add_bos": bundle.add_bos, "accumulate": "float64",
                 "code_version": CACHE_VERSION}
-    path = _cache_path(metadata)
-    if cache and path.exists():
-        try:
-            tensors = load_file(path)
-            with safe_open(path, "pt") as f:
-                stored = json.loads(f.metadata()["rome_collapse"])
-            if stored["key"] == metadata and tensors["C"].shape[0] == bundle.weight(layer).shape[1]:
-                return SecondMoment(tensors["C"].to(bundle.device), stored["n_tokens"], metadata)
-            log.warning("statistics cache %s does not match; recomputing", path)
-        except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-            log.warning("statistics cache %s is unreadable (%s); recomputing", path, exc)
+    path = entry_path("stats", metadata, ".safetensors", label=f"layer{layer}")
+    entry = load_tensors(path, metadata) if cache else None
+    if entry is not None:
+        tensors, stored = entry
+        if "C" in tensors and tensors["C"].shape[0] == bundle.weight(layer).shape[1]:
+            return SecondMoment(tensors["C"].to(bundle.device), stored["n_tokens"], metadata)
+        log.warning("statistics cache %s does not hold a C of this layer's size; recomputing", path)
     if texts is None:
         texts = statistics_corpus()
     texts = texts[:n_samples]
     matrix, n_tokens = compute_second_moment(bundle, layer, texts, max_length=max_length, progress=progress)
     if cache:
-        header = {"rome_collapse": json.dumps({"key": metadata, "n_tokens": n_tokens})}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"C": matrix.cpu().contiguous()}, tmp, metadata=header)
-            os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        save_tensors(path, metadata, {"C": matrix}, n_tokens=n_tokens)
     return SecondMoment(matrix, n_tokens, metadata)
 
 

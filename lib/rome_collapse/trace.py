@@ -1,9 +1,11 @@
 """Reading (and writing) the edited MLP's input and output with forward hooks, and skipping blocks.
 
+Every hook in the package is a ``with forward_hook(module, fn):`` block (removed on exit or error).
 The forward pass can stop right after the edit layer: statistics and keys never need the
-later layers nor the LM head. The v* loop goes the other way: the blocks before the edit layer
-never see δ, so their output is computed once (``block_input``) and handed to the edit layer's
-block at every step while those blocks are skipped (``blocks_skipped``).
+later layers nor the LM head. The v* loop adds δ to the edited projection's output (``output_added``)
+and goes the other way too: the blocks before the edit layer never see δ, so their output is
+computed once (``block_input``) and handed to the edit layer's block at every step while those
+blocks are skipped (``blocks_skipped``).
 """
 from __future__ import annotations
 
@@ -20,12 +22,30 @@ class _StopForward(Exception):
 
 
 @contextmanager
-def forward_hook(module: torch.nn.Module, fn):
-    handle = module.register_forward_hook(fn)
+def forward_hook(module: torch.nn.Module, fn, pre: bool = False, with_kwargs: bool = False):
+    """``fn`` as a forward hook of ``module`` (``pre``: a forward pre-hook) inside the block."""
+    register = module.register_forward_pre_hook if pre else module.register_forward_hook
+    handle = register(fn, with_kwargs=with_kwargs)
     try:
         yield handle
     finally:
         handle.remove()
+
+
+@contextmanager
+def output_added(module: torch.nn.Module, positions: torch.Tensor, delta: torch.Tensor):
+    """Inside the block, ``module``'s output gets ``delta[i]`` added at row i, position ``positions[i]`` (the v*
+    loop's δ at each prompt's subject), gradients flowing to ``delta``. Yields a dict whose ``"output"`` is the
+    output before the addition (detached), from the latest forward."""
+    captured = {}
+
+    def add(module, args, output):
+        captured["output"] = output.detach()
+        rows = torch.arange(positions.shape[0], device=output.device)
+        return output + torch.zeros_like(output).index_put((rows, positions), delta)
+
+    with forward_hook(module, add):
+        yield captured
 
 
 def run_base(bundle: Bundle, batch: Batch, **kwargs):
@@ -72,14 +92,11 @@ def block_input(bundle: Bundle, layer: int, **inputs) -> torch.Tensor:
         raise _StopForward
 
     block = get_module(bundle.model, bundle.spec.layers)[layer]
-    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        with torch.no_grad():
+    with forward_hook(block, hook, pre=True, with_kwargs=True), torch.no_grad():
+        try:
             get_module(bundle.model, bundle.spec.base)(**inputs)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
+        except _StopForward:
+            pass
     return captured["hidden"]
 
 

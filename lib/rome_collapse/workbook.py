@@ -37,22 +37,23 @@ class Setup:
         return next(iter(self.covariances.values()))
 
     def describe(self) -> str:
-        """One line: model, edit layer, BOS, templates and each setting's C."""
+        """One line: model, edit layer, v* steps, BOS, templates and each setting's C."""
         b = self.bundle
-        return (f"{b.name}: edit layer {b.hparams.layer}, BOS {b.add_bos}, {len(self.templates)} context templates; "
+        return (f"{b.name}: edit layer {b.hparams.layer}, v* {b.hparams.v_num_grad_steps} steps, BOS {b.add_bos}, "
+                f"{len(self.templates)} context templates; "
                 + "; ".join(f"setting {s}: {c.describe()}" for s, c in self.covariances.items()))
 
 
 def setup(model: str, profile: str, settings: str | list[str] = models.DEFAULT_SETTING, device=None) -> Setup:
-    """Load ``model`` once and set it up in each of ``settings`` ("paper", "rome", or a list of them), with C over
-    the profile's ``stats_samples`` texts (cached; nothing is computed in "paper") and the context templates of the
-    profile's ``template_seed`` (cached)."""
+    """Load ``model`` once (with the profile's v* steps) and set it up in each of ``settings`` ("paper", "rome", or a
+    list of them), with C over the profile's ``stats_samples`` texts (cached; nothing is computed in "paper") and
+    the context templates of the profile's ``template_seed`` (cached)."""
     prof = get_profile(profile)
     settings = [settings] if isinstance(settings, str) else list(settings)
     if not settings:
         raise ValueError("setup needs at least one setting")
     plots.setup()
-    first = models.load_model(model, device=device, setting=settings[0])
+    first = prof.sized(models.load_model(model, device=device, setting=settings[0]))
     bundles = {s: first.with_setting(s) for s in settings}
     covariances = {s: stats.covariance(b, n_samples=prof.stats_samples) for s, b in bundles.items()}
     templates = keys.context_templates(first, seed=prof.template_seed)

@@ -1,0 +1,177 @@
+"""What an edit does to the model: each edit applied alone, measured, and the weights restored.
+
+* :class:`EditOutcome`: one edit's anatomy (numerator, denominator, ratio, ‖ΔW‖), the perplexity before and after
+  it, whether it collapsed the model (``collapse.collapsed``), and its efficacy, generalisation and locality.
+* :func:`measure_edits`: the one place edits are measured — perplexity, scores (optionally with the paper's
+  test-time prefix), or both; :func:`edit_and_measure`: edit every case of a selection and measure each edit.
+* :func:`saved_edits`: an earlier run's per-edit table, when it holds exactly these edits (so that each
+  measurement is made once and read by whoever needs it: notebooks 03, 04 and 06).
+* :func:`group_stats`: summaries of a per-edit table by group; :func:`continuation_table`: what the model writes
+  before and after each edit.
+
+Every result is a dataclass with ``to_dict()``, so ``pandas.DataFrame([r.to_dict() for r in rows])`` gives the
+table behind a figure.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import metrics, rome
+from .collapse import collapsed
+from .data import EditCase
+from .models import Bundle
+from .stats import SecondMoment
+
+
+@dataclass
+class EditOutcome:
+    """One edit and its effect on the model: the update's anatomy, perplexity, and the edit's scores
+    (None where not measured)."""
+    case_id: int | str
+    group: str
+    variant: str
+    setting: str  # "paper" (C = I) or "rome" (C⁻¹)
+    subject: str
+    prompt: str
+    target_new: str
+    numerator_norm: float
+    denominator: float
+    ratio: float
+    delta_norm: float
+    ppl_before: float | None
+    ppl_after: float | None
+    collapsed: bool | None
+    efficacy: float | None = None
+    generalization: float | None = None
+    locality: float | None = None
+    test_prefix: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row) -> EditOutcome:
+        """An outcome read back from a row of a per-edit table (empty cells become None)."""
+        return cls(**{f.name: None if pd.isna(row[f.name]) else row[f.name] for f in fields(cls) if f.name in row})
+
+
+def measure_edits(bundle: Bundle, edits: list[rome.Edit], groups: dict, ppl_texts: list[str] | None = None,
+                  ppl_before: float | None = None, test_prefix: str | None = None, scores: bool = True,
+                  progress: bool = True) -> list[EditOutcome]:
+    """Apply each edit alone, measure what it did, restore the weights. One outcome per edit.
+
+    ``groups`` maps case_id to its group. With ``ppl_texts``: perplexity after the edit on them (ME-PPL, as the
+    paper's script computes it) against ``ppl_before`` (measured here when not given), and ``collapsed``.
+    With ``scores``: efficacy, generalisation and locality of the edit's own case (``metrics.evaluate_cases``);
+    ``test_prefix`` goes in front of the prompts of cases whose subject is the first token (the paper's
+    test-time fix, Table 5).
+    """
+    if ppl_texts is not None and ppl_before is None:
+        ppl_before = metrics.perplexity(bundle, ppl_texts).mean
+    outcomes = []
+    for e in tqdm(edits, desc="measuring edits", disable=not progress):
+        with rome.applied(bundle, e):
+            ppl_after = metrics.perplexity(bundle, ppl_texts).mean if ppl_texts is not None else None
+            s = metrics.evaluate_cases(bundle, [e.case], test_prefix=test_prefix)[0] if scores else None
+        r = e.report
+        outcomes.append(EditOutcome(
+            e.case.case_id, groups.get(e.case.case_id, "?"), r.variant, r.setting, e.case.subject, e.case.prompt,
+            e.case.target_new, r.numerator_norm, r.denominator, r.ratio, r.delta_norm,
+            ppl_before if ppl_texts is not None else None, ppl_after,
+            collapsed(ppl_after / ppl_before) if ppl_texts is not None else None,
+            s.efficacy if s else None, s.generalization if s else None, s.locality if s else None,
+            bool(s.test_prefix) if s else False))
+    return outcomes
+
+
+def edit_and_measure(bundle: Bundle, selection: dict[str, list[EditCase]], templates: list[str],
+                     second_moment: SecondMoment, ppl_texts: list[str], variants=rome.VARIANTS,
+                     scores: bool = True, batch_size: int = 8, progress: bool = True) -> list[EditOutcome]:
+    """Edit every selected case with every variant (v* shared and cached) and measure each edit alone
+    (variant by variant, cases in the selection's order)."""
+    cases = [c for group in selection.values() for c in group]
+    groups = {c.case_id: g for g, cs in selection.items() for c in cs}
+    edits = rome.compute_edits(bundle, cases, templates, second_moment, tuple(variants),
+                               batch_size=batch_size, progress=progress)
+    ppl_before = metrics.perplexity(bundle, ppl_texts).mean
+    return [o for v in variants
+            for o in measure_edits(bundle, edits[v], groups, ppl_texts, ppl_before, scores=scores, progress=progress)]
+
+
+ANATOMY = ("numerator_norm", "denominator", "ratio", "delta_norm")  # what identifies an edit's update in a table
+
+
+def saved_edits(saved: str | Path | pd.DataFrame, edits: dict[str, list[rome.Edit]], setting: str,
+                ppl_before: float | None = None, where: dict | None = None, rtol: float = 1e-9) -> pd.DataFrame | None:
+    """The rows of an earlier run's per-edit table (a CSV at ``saved``, or the table) for exactly ``edits`` (variant
+    → edits) of ``setting``, in the order of ``edits``; or None when it is missing or does not hold every one of
+    them with the same update (numerator, denominator, ratio and ‖ΔW‖ within ``rtol``: other v*, C, templates or
+    cases give others) and, when ``ppl_before`` is given, the same perplexity before editing (other texts or
+    model). ``where``: column → value, the rows to look in (e.g. one BOS setting of notebook 03's table).
+
+    The default ``rtol`` asks for the same numbers as this run's, up to the CSV's decimal round trip: a table
+    written on another device, or before a change to the engine, is measured again rather than read."""
+    if isinstance(saved, pd.DataFrame):
+        table = saved
+    else:
+        if not Path(saved).exists():
+            return None
+        table = pd.read_csv(saved)
+    if not {"case_id", "variant", "setting", *ANATOMY, *(where or {})} <= set(table.columns):
+        return None
+    for column, value in (where or {}).items():
+        table = table[table[column] == value]
+    table = table[table["setting"] == setting]
+    wanted = {(str(e.case.case_id), v): e.report for v, es in edits.items() for e in es}
+    pairs = list(zip(table["case_id"].astype(str), table["variant"]))
+    rows = {pair: i for i, pair in zip(table.index, pairs) if pair in wanted}
+    if len(rows) != len(wanted) or sum(pair in wanted for pair in pairs) != len(wanted):
+        return None  # an edit missing, or one held twice
+    table = table.loc[[rows[pair] for pair in wanted]]
+
+    def close(a, b) -> bool:
+        return abs(a - b) <= rtol * max(abs(b), 1e-12)
+
+    for column in ANATOMY:
+        if not all(close(got, getattr(report, column)) for got, report in zip(table[column], wanted.values())):
+            return None
+    if ppl_before is not None and not ("ppl_before" in table and all(close(p, ppl_before) for p in table["ppl_before"])):
+        return None
+    return table.reset_index(drop=True)
+
+
+def group_stats(table: pd.DataFrame, columns: list[str], by: list[str] | str = "group",
+                stats: tuple[str, ...] = ("mean", "min", "max")) -> pd.DataFrame:
+    """``table.groupby(by)[columns]`` summarised by ``stats``; columns named ``<column> <stat>``."""
+    out = table.groupby(by)[columns].agg(list(stats))
+    out.columns = [f"{col} {stat}" for col, stat in out.columns]
+    return out.reset_index()
+
+
+def continuation_table(bundle: Bundle, edits: dict[str, list[rome.Edit]], openings: list[str],
+                       max_new_tokens: int = 16) -> pd.DataFrame:
+    """Greedy continuations of ``openings`` and of each edit's rewrite prompt: unedited, after ROME and after
+    C-ROME (each edit applied alone, weights restored after). One row per case and prompt; ``edits`` maps
+    "rome" and "c-rome" to edits of the same cases in the same order."""
+    labels = {"rome": "ROME", "c-rome": "C-ROME"}
+    cases = [e.case for e in edits["rome"]]
+    prompts = {c.case_id: openings + [c.text] for c in cases}
+    unique = list(dict.fromkeys(p for ps in prompts.values() for p in ps))
+    before = dict(zip(unique, metrics.continuations(bundle, unique, max_new_tokens)))
+    after = {}
+    for variant, variant_edits in edits.items():
+        for e in variant_edits:
+            with rome.applied(bundle, e):
+                texts = metrics.continuations(bundle, prompts[e.case.case_id], max_new_tokens)
+            after[(variant, e.case.case_id)] = texts
+    rows = []
+    for c in cases:
+        for i, prompt in enumerate(prompts[c.case_id]):
+            rows.append({"case": f"{c.subject}: {c.target_true} → {c.target_new}", "prompt": prompt,
+                         "unedited": before[prompt],
+                         **{labels[v]: after[(v, c.case_id)][i] for v in edits if (v, c.case_id) in after}})
+    return pd.DataFrame(rows)

@@ -1,0 +1,70 @@
+"""Per-edit tables: reading an earlier run's measurement back only for exactly the same edits, the outcome's
+round trip through a CSV, and the group summaries (no model needed)."""
+from types import SimpleNamespace
+
+import pandas as pd
+
+from rome_collapse import outcomes
+
+
+def _edit(case_id, variant, denominator, numerator=1.0):
+    """An edit as saved_edits sees it: its case and its update's anatomy (ratio and ‖ΔW‖ follow the others)."""
+    return SimpleNamespace(case=SimpleNamespace(case_id=case_id),
+                           report=SimpleNamespace(variant=variant, denominator=denominator, numerator_norm=numerator,
+                                                  ratio=denominator / 4, delta_norm=numerator / denominator))
+
+
+def _anatomy(denominators, numerators=None):
+    numerators = numerators or [1.0] * len(denominators)
+    return {"denominator": denominators, "numerator_norm": numerators, "ratio": [d / 4 for d in denominators],
+            "delta_norm": [n / d for n, d in zip(numerators, denominators)]}
+
+
+def test_group_stats_flat_columns():
+    df = pd.DataFrame({"group": ["a", "a", "b"], "x": [1.0, 3.0, 5.0]})
+    out = outcomes.group_stats(df, ["x"])
+    assert list(out.columns) == ["group", "x mean", "x min", "x max"]
+    assert out.set_index("group").loc["a", "x mean"] == 2.0
+
+
+def test_saved_edits_matches_only_the_same_edits(tmp_path):
+    path = tmp_path / "edits.csv"
+    assert outcomes.saved_edits(path, {"rome": [_edit(1, "rome", 0.5)]}, "paper") is None  # no file
+    pd.DataFrame({"case_id": [1, 2, 1, 1], "variant": ["rome", "rome", "c-rome", "rome"],
+                  **_anatomy([0.5, 2.0, 3.0, 0.5]), "setting": ["paper", "paper", "paper", "rome"],
+                  "ppl_before": [9.0, 9.0, 9.0, 8.0], "ppl_after": [10.0, 11.0, 12.0, 99.0]}).to_csv(path, index=False)
+    edits = {"rome": [_edit(1, "rome", 0.5)], "c-rome": [_edit(1, "c-rome", 3.0)]}
+    table = outcomes.saved_edits(path, edits, "paper")
+    assert table is not None and list(table["ppl_after"]) == [10.0, 12.0]  # the other setting's row is not read
+    assert outcomes.saved_edits(path, edits, "rome") is None  # no c-rome row in that setting
+    assert outcomes.saved_edits(path, {"rome": [_edit(1, "rome", 0.6)]}, "paper") is None  # other denominator
+    # the same keys and C with another v*: only the numerator (and ΔW) differ, by as little as float noise
+    assert outcomes.saved_edits(path, {"rome": [_edit(1, "rome", 0.5, 1.0 + 1e-7)]}, "paper") is None
+    assert outcomes.saved_edits(path, {"rome": [_edit(3, "rome", 0.5)]}, "paper") is None  # case not in the table
+    # the perplexity before editing must agree too (other texts, other model)
+    assert outcomes.saved_edits(path, edits, "paper", ppl_before=9.0) is not None
+    assert outcomes.saved_edits(path, edits, "paper", ppl_before=9.5) is None
+
+
+def test_saved_edits_follows_the_order_of_the_edits_and_looks_where_asked():
+    table = pd.DataFrame({"case_id": ["a", "b", "a", "b"], "variant": ["rome"] * 4, "setting": ["paper"] * 4,
+                          **_anatomy([1.0, 2.0, 5.0, 6.0]), "ppl_after": [10.0, 20.0, 50.0, 60.0],
+                          "BOS": ["with", "with", "without", "without"]})
+    edits = {"rome": [_edit("b", "rome", 2.0), _edit("a", "rome", 1.0)]}
+    assert outcomes.saved_edits(table, edits, "paper") is None  # each edit twice: ambiguous
+    found = outcomes.saved_edits(table, edits, "paper", where={"BOS": "with"})
+    assert list(found["ppl_after"]) == [20.0, 10.0]
+    assert outcomes.saved_edits(table, edits, "paper", where={"BOS": "without"}) is None  # other denominators
+    assert outcomes.saved_edits(table, edits, "paper", where={"other": 1}) is None  # no such column
+
+
+def test_an_outcome_survives_a_csv_round_trip(tmp_path):
+    scored = outcomes.EditOutcome(7, "normal", "rome", "paper", "Paris", "{} is in", "Rome", 1.5, 0.25, 0.125, 3.0,
+                                  10.0, 1e3 / 3, True, 1.0, 0.5, None)
+    unscored = outcomes.EditOutcome(8, "collapse-prone", "c-rome", "rome", "Italy", "{} is", "Lisbon", 2.0, 1.0,
+                                    1.0, 2.0, 10.0, float("inf"), True)
+    path = tmp_path / "t.csv"
+    pd.DataFrame([o.to_dict() for o in (scored, unscored)]).assign(extra=1).to_csv(path, index=False)
+    back = [outcomes.EditOutcome.from_row(r) for _, r in pd.read_csv(path).iterrows()]
+    assert back[0] == scored and back[0].locality is None
+    assert back[1].ppl_after == float("inf") and back[1].efficacy is None and back[1].case_id == 8

@@ -12,11 +12,13 @@ OVERVIEW := notebooks/00_overview.ipynb
 # The explorer needs a person at the widgets (`make lab`): make reproduce leaves it out; make test still runs it.
 INTERACTIVE := notebooks/07_explorer.ipynb
 SECTIONS := $(filter-out $(OVERVIEW) $(INTERACTIVE),$(NOTEBOOKS))
-# The notebook about the BOS token (Appendix A.2) is also run with the BOS model as its main model.
+# The notebook about the BOS token (Appendix A.2) is also run with the BOS model as its main model, first: that run
+# measures its Part 2 (edits on the BOS model), which the main model's run then reads instead of measuring again.
 # (05_concentration compares both models itself.)
+BOS_MODEL := gemma3-270m
 BOS_NOTEBOOKS := notebooks/03_first_token.ipynb
 
-.PHONY: setup test test-unit test-notebooks reproduce lab benchmark clean
+.PHONY: setup test test-unit test-notebooks prepare smoke-copies reproduce lab benchmark clean
 
 setup: $(STAMP)
 
@@ -27,23 +29,43 @@ $(STAMP): pyproject.toml requirements-models.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-test: test-unit test-notebooks
+# make test: the unit tests, the browser test and every notebook in the smoke profile (the default in its
+# parameters cell), run by nbval on output-free copies under build/nbval (the committed notebooks carry the full
+# run's outputs and are never written to). One pytest session on JOBS workers (pytest-xdist; a notebook or a test
+# file stays on one worker), each with THREADS torch threads: on this 2-core CPU two one-thread processes get
+# more done than one two-thread process. `prepare` first fills the caches every worker would otherwise compute
+# side by side (each model converted once, its templates, the smoke profile's C).
+JOBS ?= 2
+THREADS ?= 1
+XDIST := -n $(JOBS) --dist loadfile
+# The longest notebooks first, so that the workers finish together.
+SLOW_FIRST := 10_clamp_study 01_denominators 03_first_token 08_predict_collapse 09_sequential
+NBVAL_COPIES = $(addprefix build/nbval/,$(addsuffix .ipynb,$(SLOW_FIRST))) \
+	$(filter-out $(addprefix build/nbval/,$(addsuffix .ipynb,$(SLOW_FIRST))),$(wildcard build/nbval/*.ipynb))
 
-test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+test: prepare smoke-copies
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
+		$(BIN)/python -m pytest -p no:cacheprovider $(XDIST) --nbval-lax $(NBVAL_COPIES) tests
 
-# Every notebook in the smoke profile (the default in its parameters cell), run by nbval on output-free
-# copies under build/nbval: the committed notebooks carry the full run's outputs and are never written to.
-test-notebooks: $(STAMP)
+test-unit: prepare
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest $(XDIST) tests
+
+test-notebooks: prepare smoke-copies
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
+		$(BIN)/python -m pytest -p no:cacheprovider $(XDIST) --nbval-lax $(NBVAL_COPIES)
+
+prepare: $(STAMP)
+	$(BIN)/python -m rome_collapse prepare --profile smoke
+
+smoke-copies: $(STAMP)
 	rm -rf build/nbval
 	$(BIN)/python scripts/reproduce.py --smoke-copies build/nbval $(NOTEBOOKS)
-	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax build/nbval
 
 # The default model's full runs are written back into notebooks/ (--commit): they are what a reader opens.
 COMMIT := $(if $(filter full,$(PROFILE)),--commit)
 reproduce: $(STAMP)
+	$(BIN)/python scripts/reproduce.py --model $(BOS_MODEL) --profile $(PROFILE) --out $(BUILD) $(filter $(BOS_NOTEBOOKS),$(NOTEBOOKS))
 	$(BIN)/python scripts/reproduce.py $(COMMIT) --model $(MODEL) --profile $(PROFILE) --out $(BUILD) $(SECTIONS)
-	$(BIN)/python scripts/reproduce.py --model gemma3-270m --profile $(PROFILE) --out $(BUILD) $(filter $(BOS_NOTEBOOKS),$(NOTEBOOKS))
 	$(BIN)/python scripts/reproduce.py $(COMMIT) --model $(MODEL) --profile $(PROFILE) --out $(BUILD) $(filter $(OVERVIEW),$(NOTEBOOKS))
 
 benchmark: $(STAMP)

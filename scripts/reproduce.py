@@ -80,11 +80,14 @@ def main() -> int:
 
 def record_timings(timings: list[dict], path: Path) -> None:
     """Merge this run's rows into the committed timings table, replacing older rows of the same notebook and model."""
-    new = pd.DataFrame(timings).assign(finished=time.strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count())
+    # threads: what the kernel's torch was given (OMP_NUM_THREADS, as when runs share the CPU), else every core
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
+    new = pd.DataFrame(timings).assign(finished=time.strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count(), threads=threads)
     if path.exists():
         old = pd.read_csv(path)
         keep = ~old.set_index(["notebook", "model"]).index.isin(new.set_index(["notebook", "model"]).index)
         new = pd.concat([old[keep], new], ignore_index=True)
+    new["threads"] = new["threads"].astype("Int64")  # rows from before the column was kept have none
     new.to_csv(path, index=False)
 
 

@@ -48,7 +48,8 @@ def _executed(tmp_path: Path) -> dict:
             new_output("display_data", data={notebooks.WIDGET_VIEW: {"model_id": "x"}, "text/plain": "HBox()"}),
             new_output("stream", name="stdout", text=f"read {tmp_path}/figures/a.csv\n"),
             new_output("execute_result", data={"text/plain": "0.5"}, execution_count=3)])],
-        metadata={"papermill": {"parameters": {"profile": "full"}, "input_path": str(tmp_path)}})
+        metadata={"papermill": {"parameters": {"profile": "full"}, "input_path": str(tmp_path)},
+                  "widgets": {"application/vnd.jupyter.widget-state+json": {"state": {"x": {}}}}})
     return json.loads(nbformat.writes(nb))
 
 
@@ -58,6 +59,7 @@ def test_clean_executed_keeps_results_and_drops_noise(tmp_path):
     assert [o["output_type"] for o in outputs] == ["stream", "execute_result"]
     assert "".join(outputs[0]["text"]) == "read ./figures/a.csv\n"
     assert "papermill" not in clean["metadata"] and "papermill" not in clean["cells"][1]["metadata"]
+    assert "widgets" not in clean["metadata"]  # the dropped progress bars' widget state
     assert clean["metadata"]["rome_collapse"]["profile"] == "full"
     assert notebooks.outputs_profile(clean) == "full"
 

@@ -49,3 +49,20 @@ def test_timings_merge_replaces_rows_of_the_same_notebook_and_model(tmp_path):
                               {"notebook": "a", "model": "g", "profile": "full", "seconds": 7.0}], path)
     table = pd.read_csv(path).set_index(["notebook", "model"])["seconds"].to_dict()
     assert table == {("b", "m"): 2.0, ("a", "m"): 5.0, ("a", "g"): 7.0}
+
+
+def test_notebooks_beyond_the_paper_state_their_time_budget_and_the_committed_runs_kept_it():
+    """Each budgeted notebook says its budget in its opening cell, and the committed full run (the default model,
+    figures/reproduce_timings.csv) took no longer."""
+    from rome_collapse.models import DEFAULT_MODEL
+    from rome_collapse.profiles import TIME_BUDGETS_MIN
+
+    repo = SCRIPT.parents[1]
+    timings = pd.read_csv(repo / "figures" / "reproduce_timings.csv")
+    full = timings[(timings["profile"] == "full") & (timings["model"] == DEFAULT_MODEL)].set_index("notebook")
+    assert TIME_BUDGETS_MIN
+    for name, minutes in TIME_BUDGETS_MIN.items():
+        opening = "".join(nbformat.read(repo / "notebooks" / f"{name}.ipynb", as_version=4).cells[0].source)
+        assert f"**Time budget: {minutes} min**" in opening, name
+        seconds = full.loc[f"{name}.ipynb", "seconds"]
+        assert seconds <= 60 * minutes, f"{name}: the committed run took {seconds:.0f} s, over its {minutes} min"

@@ -49,6 +49,7 @@ def clean_executed(nb: dict, profile: str, model: str, repo: Path) -> dict:
     meta = nb.setdefault("metadata", {})
     parameters = meta.get("papermill", {}).get("parameters", {})
     meta.pop("papermill", None)
+    meta.pop("widgets", None)  # the progress bars' widget state: their views are dropped above
     meta["rome_collapse"] = {"profile": profile, "model": model, "parameters": parameters,
                              "executed_by": "make reproduce"}
     return nb

@@ -54,6 +54,13 @@ PROFILES = {
 }
 
 
+# The notebooks beyond the paper state how long their full run may take (minutes; the default model on this
+# workplace's 2-core CPU, every cache empty, so the v* of the run included), in their opening cell. make reproduce
+# records each run's time in figures/reproduce_timings.csv; tests/test_reproduce.py checks the committed runs kept
+# within these budgets and that each notebook states its own.
+TIME_BUDGETS_MIN = {"08_predict_collapse": 25, "09_sequential": 30, "10_clamp_study": 30}
+
+
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; use one of {', '.join(PROFILES)}")

@@ -109,3 +109,12 @@ def test_offline_without_copy_says_where_to_put_files(monkeypatch, tmp_path):
         data.meppl("50")
     with pytest.raises(ValueError, match="unknown ME-PPL"):
         data.meppl("5")
+
+
+def test_meppl_first_sentences_of_a_set():
+    from rome_collapse.data import meppl
+
+    assert meppl("50:10") == meppl("50")[:10] and len(meppl("50:10")) == 10
+    for bad in ("50:0", "50:x", "50:-3"):
+        with pytest.raises(ValueError, match="whole number"):
+            meppl(bad)

@@ -162,9 +162,14 @@ def meppl_path(name: str) -> Path:
 
 
 def meppl(name: str = "50") -> list[str]:
-    """ME-PPL sentences (``50``, ``1k`` or ``10k``), as the paper's perplexity script reads them."""
+    """ME-PPL sentences (``50``, ``1k`` or ``10k``), as the paper's perplexity script reads them; ``"50:10"``: the
+    first 10 of a set (the smoke profile's, to keep its many perplexities short)."""
+    name, _, first = name.partition(":")
+    if first and not (first.isdigit() and int(first) > 0):
+        raise ValueError(f"ME-PPL set {name}:{first}: after ':' comes how many sentences to take (a whole number > 0)")
     records = json.loads(meppl_path(name).read_text(encoding="utf-8"))
-    return [r["Text"] for r in records]
+    texts = [r["Text"] for r in records]
+    return texts[:int(first)] if first else texts
 
 
 def statistics_corpus(n: int | None = None) -> list[str]:

@@ -17,7 +17,7 @@ class Profile:
     name: str
     stats_samples: int  # texts for C (the statistics corpus has 9,950)
     cases_per_group: int  # collapse-prone and normal cases taken from the curated set
-    ppl_set: str  # ME-PPL set for perplexity
+    ppl_set: str  # ME-PPL set for perplexity ("50", "1k", "10k"; "50:10": the first 10 sentences of "50")
     template_seed: int = 0
     predict_cases_per_group: int = 30  # notebook 08 (does the pre-flight ratio predict the collapse?): per group
     sequential_edits: int = 30  # edits per stream in notebook 09 (sequential editing)
@@ -43,7 +43,7 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", stats_samples=1000, cases_per_group=2, ppl_set="50", sequential_edits=4,
+    "smoke": Profile("smoke", stats_samples=1000, cases_per_group=2, ppl_set="50:10", sequential_edits=4,
                      sequential_ppl_every=1, predict_cases_per_group=3, sequential_settings=("paper",),
                      bos_cases=1, concentration_texts=50, layer_sweep_cases_per_group=2, layer_sweep_stats_samples=200,
                      layer_sweep_first_half=False, clamp_study_cases=1, clamp_study_normal_cases=1, value_steps=5),

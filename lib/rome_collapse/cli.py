@@ -101,9 +101,10 @@ def _load(args):
     except models.ModelNotAvailable as exc:
         raise _BadInput(str(exc)) from exc
     if args.layer is not None:
-        if not 0 <= args.layer < bundle.num_layers:
-            raise _BadInput(f"--layer must be in 0..{bundle.num_layers - 1}")
-        bundle = bundle.with_hparams(layer=args.layer)
+        try:
+            bundle = bundle.with_hparams(layer=bundle.edit_layer(args.layer))
+        except ValueError as exc:  # outside the model's layers
+            raise _BadInput(f"--layer: {exc}") from exc
     profile = get_profile(args.profile)
     covariance = stats.covariance(bundle, n_samples=profile.stats_samples, progress=not args.json)
     return bundle, covariance, templates or keys.context_templates(bundle, seed=profile.template_seed)

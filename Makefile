@@ -7,18 +7,19 @@ MODEL  ?= smollm2-135m
 PROFILE ?= full
 BUILD  := build/notebooks
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-# 00_overview collects the verdicts the others record, so make reproduce runs it last.
-OVERVIEW := notebooks/00_overview.ipynb
 # The explorer needs a person at the widgets (`make lab`): make reproduce leaves it out; make test still runs it.
-INTERACTIVE := notebooks/07_explorer.ipynb
-SECTIONS := $(filter-out $(OVERVIEW) $(INTERACTIVE),$(NOTEBOOKS))
+INTERACTIVE := 07_explorer
 # The notebook about the BOS token (Appendix A.2) is also run with the BOS model as its main model, first: that run
 # measures its Part 2 (edits on the BOS model), which the main model's run then reads instead of measuring again.
 # (05_concentration compares both models itself.)
 BOS_MODEL := gemma3-270m
 BOS_NOTEBOOKS := notebooks/03_first_token.ipynb
+# Processes side by side (make test's pytest workers, make reproduce's lanes) and torch threads for each: on this
+# 2-core CPU two one-thread processes get more done than one two-thread process.
+JOBS ?= 2
+THREADS ?= $(shell n=$$(( $$(nproc) / $(JOBS) )); echo $$(( n > 0 ? n : 1 )))
 
-.PHONY: setup test test-unit test-notebooks prepare smoke-copies reproduce lab benchmark clean
+.PHONY: setup test test-unit test-notebooks prepare smoke-copies reproduce reproduce-paper lab benchmark clean
 
 setup: $(STAMP)
 
@@ -32,11 +33,8 @@ $(STAMP): pyproject.toml requirements-models.txt
 # make test: the unit tests, the browser test and every notebook in the smoke profile (the default in its
 # parameters cell), run by nbval on output-free copies under build/nbval (the committed notebooks carry the full
 # run's outputs and are never written to). One pytest session on JOBS workers (pytest-xdist; a notebook or a test
-# file stays on one worker), each with THREADS torch threads: on this 2-core CPU two one-thread processes get
-# more done than one two-thread process. `prepare` first fills the caches every worker would otherwise compute
-# side by side (each model converted once, its templates, the smoke profile's C).
-JOBS ?= 2
-THREADS ?= 1
+# file stays on one worker), each with THREADS torch threads. `prepare` first fills the caches every worker would
+# otherwise compute side by side (each model converted once, its templates, the smoke profile's C).
 XDIST := -n $(JOBS) --dist loadfile
 # The longest notebooks first, so that the workers finish together.
 SLOW_FIRST := 10_clamp_study 01_denominators 03_first_token 08_predict_collapse 09_sequential
@@ -61,12 +59,55 @@ smoke-copies: $(STAMP)
 	rm -rf build/nbval
 	$(BIN)/python scripts/reproduce.py --smoke-copies build/nbval $(NOTEBOOKS)
 
-# The default model's full runs are written back into notebooks/ (--commit): they are what a reader opens.
+# make reproduce: every notebook but the explorer, in the full profile, as a small graph of runs on JOBS lanes
+# (make -j; THREADS torch threads each), written back into notebooks/ (--commit: they are what a reader opens).
+# make reproduce-paper: the paper's notebooks only (00-06). A run's stamp under $(RUNS) marks it done; both
+# targets start from none. What a run reads from another decides the edges:
+#  - prepare fills what every run of the default model reads (its conversion, templates, C) once, before them;
+#  - 03 runs first on the BOS model (Gemma-3); the default model's 03 reads that run's BOS table (Part 2);
+#  - 04 and 06 read 01's per-edit table; 05 compares both models; 00 collects every verdict, so it runs last.
+# 01 has the most work in one run (24 v*, 96 measured edits): it gets JOBS threads of its own (`workers`).
+PAPER := 01_denominators 05_concentration 02_key_tsne 03_first_token 04_position_swaps 06_the_fix
+BEYOND := $(filter-out 00_overview $(INTERACTIVE) $(PAPER),$(basename $(notdir $(NOTEBOOKS))))
+RUNS := build/runs
 COMMIT := $(if $(filter full,$(PROFILE)),--commit)
+REPRODUCE = OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(BIN)/python scripts/reproduce.py \
+	--profile $(PROFILE) --out $(BUILD)
+
 reproduce: $(STAMP)
-	$(BIN)/python scripts/reproduce.py --model $(BOS_MODEL) --profile $(PROFILE) --out $(BUILD) $(filter $(BOS_NOTEBOOKS),$(NOTEBOOKS))
-	$(BIN)/python scripts/reproduce.py $(COMMIT) --model $(MODEL) --profile $(PROFILE) --out $(BUILD) $(SECTIONS)
-	$(BIN)/python scripts/reproduce.py $(COMMIT) --model $(MODEL) --profile $(PROFILE) --out $(BUILD) $(filter $(OVERVIEW),$(NOTEBOOKS))
+	rm -rf $(RUNS)
+	$(MAKE) --no-print-directory -j$(JOBS) $(RUNS)/00_overview SECTIONS_RUN="$(PAPER) $(BEYOND)"
+
+reproduce-paper: $(STAMP)
+	rm -rf $(RUNS)
+	$(MAKE) --no-print-directory -j$(JOBS) $(RUNS)/00_overview SECTIONS_RUN="$(PAPER)"
+
+$(RUNS)/prepared:
+	mkdir -p $(RUNS)
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
+		$(BIN)/python -m rome_collapse prepare --models $(MODEL) --profile $(PROFILE)
+	touch $@
+
+$(RUNS)/prepared-bos:
+	mkdir -p $(RUNS)
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
+		$(BIN)/python -m rome_collapse prepare --models $(BOS_MODEL) --profile $(PROFILE) --settings paper
+	touch $@
+
+$(RUNS)/03_first_token-bos: $(RUNS)/prepared-bos
+	$(REPRODUCE) --model $(BOS_MODEL) $(BOS_NOTEBOOKS)
+	touch $@
+
+$(RUNS)/%: $(RUNS)/prepared
+	$(REPRODUCE) $(COMMIT) --model $(MODEL) $(RUN_OPTIONS) notebooks/$*.ipynb
+	touch $@
+
+$(RUNS)/01_denominators: RUN_OPTIONS = -p workers $(JOBS)
+$(RUNS)/03_first_token: $(RUNS)/03_first_token-bos
+$(RUNS)/05_concentration: $(RUNS)/prepared-bos
+$(RUNS)/04_position_swaps $(RUNS)/06_the_fix: $(RUNS)/01_denominators
+# Listed in the order the lanes should start them: the BOS model's 03 beside prepare, then 01 (the longest).
+$(RUNS)/00_overview: $(RUNS)/03_first_token-bos $(addprefix $(RUNS)/,$(SECTIONS_RUN))
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py

@@ -2,6 +2,7 @@
 import importlib.util
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -20,9 +21,17 @@ def notebook(path: Path, *sources: str) -> Path:
     return path
 
 
-def run(tmp_path, *notebooks):
+def run(tmp_path, *notebooks, options=()):
     return subprocess.run([sys.executable, str(SCRIPT), "--model", "tiny", "--profile", "smoke", "--out",
-                           str(tmp_path / "out"), *map(str, notebooks)], capture_output=True, text=True, timeout=300)
+                           str(tmp_path / "out"), *options, *map(str, notebooks)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    return reproduce
 
 
 def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path):
@@ -38,10 +47,14 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path):
     assert not (tmp_path / "out" / "03_never-tiny-smoke.ipynb").exists()
 
 
+def test_extra_parameters_reach_the_notebook_as_yaml_values(tmp_path):
+    checked = notebook(tmp_path / "01_workers.ipynb", "assert workers == 2 and isinstance(workers, int)")
+    assert run(tmp_path, checked, options=("-p", "workers", "2")).returncode == 0
+    assert run(tmp_path, checked, options=("-p", "workers", "3")).returncode == 1
+
+
 def test_timings_merge_replaces_rows_of_the_same_notebook_and_model(tmp_path):
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = load_script()
     path = tmp_path / "timings.csv"
     reproduce.record_timings([{"notebook": "a", "model": "m", "profile": "full", "seconds": 1.0},
                               {"notebook": "b", "model": "m", "profile": "full", "seconds": 2.0}], path)
@@ -49,6 +62,21 @@ def test_timings_merge_replaces_rows_of_the_same_notebook_and_model(tmp_path):
                               {"notebook": "a", "model": "g", "profile": "full", "seconds": 7.0}], path)
     table = pd.read_csv(path).set_index(["notebook", "model"])["seconds"].to_dict()
     assert table == {("b", "m"): 2.0, ("a", "m"): 5.0, ("a", "g"): 7.0}
+
+
+def test_runs_side_by_side_lose_no_timing_row(tmp_path):
+    """make reproduce's lanes finish notebooks at the same moments: each merge is locked."""
+    reproduce = load_script()
+    path = tmp_path / "timings.csv"
+
+    def record(lane):
+        for i in range(15):
+            reproduce.record_timings([{"notebook": f"{lane}-{i}", "model": "m", "profile": "full", "seconds": 1.0,
+                                       "workers": 1}], path)
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(record, "abc"))
+    assert len(pd.read_csv(path)) == 45
 
 
 def test_notebooks_beyond_the_paper_state_their_time_budget_and_the_committed_runs_kept_it():

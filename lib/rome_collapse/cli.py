@@ -42,10 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="fill the caches every run of a profile shares (models, templates, C)",
                        description="Converts each model once, generates its context templates and computes C in "
                                    "the rome setting over the profile's statistics sample, so that runs started "
-                                   "side by side afterwards (make test's parallel workers) find them cached "
-                                   "instead of computing them each.")
+                                   "side by side afterwards (make test's parallel workers, make reproduce's "
+                                   "lanes) find them cached instead of computing them each.")
     p.add_argument("--models", default="smollm2-135m,gemma3-270m", help="comma-separated model names")
     p.add_argument("--profile", choices=("smoke", "full"), default="smoke")
+    p.add_argument("--settings", default=",".join(SETTINGS),
+                   help="comma-separated settings to set up (default: all; paper alone computes no C)")
     p.add_argument("--device", default=None)
     return parser
 
@@ -53,10 +55,16 @@ def _parser() -> argparse.ArgumentParser:
 def _prepare(args) -> int:
     from . import workbook
 
+    settings = [s for s in args.settings.split(",") if s]
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown or not settings:
+        print(f"python -m rome_collapse prepare: error: --settings: {', '.join(unknown) or 'none given'}; "
+              f"use {', '.join(SETTINGS)}", file=sys.stderr)
+        return 2
     for name in [m for m in args.models.split(",") if m]:
         start = time.perf_counter()
         try:
-            wb = workbook.setup(name, args.profile, list(SETTINGS), device=args.device)
+            wb = workbook.setup(name, args.profile, settings, device=args.device)
         except Exception as exc:  # noqa: BLE001 - reported with the model's name, exit 2
             print(f"python -m rome_collapse prepare: error: {name}: {exc}", file=sys.stderr)
             return 2

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import metrics, rome
+from .parallel import map_on_copies
 from .collapse import collapsed
 from .data import EditCase
 from .models import Bundle
@@ -61,45 +61,49 @@ class EditOutcome:
 
 def measure_edits(bundle: Bundle, edits: list[rome.Edit], groups: dict, ppl_texts: list[str] | None = None,
                   ppl_before: float | None = None, test_prefix: str | None = None, scores: bool = True,
-                  progress: bool = True) -> list[EditOutcome]:
-    """Apply each edit alone, measure what it did, restore the weights. One outcome per edit.
+                  progress: bool = True, workers: int = 1) -> list[EditOutcome]:
+    """Apply each edit alone, measure what it did, restore the weights. One outcome per edit, in order.
 
     ``groups`` maps case_id to its group. With ``ppl_texts``: perplexity after the edit on them (ME-PPL, as the
     paper's script computes it) against ``ppl_before`` (measured here when not given), and ``collapsed``.
     With ``scores``: efficacy, generalisation and locality of the edit's own case (``metrics.evaluate_cases``);
     ``test_prefix`` goes in front of the prompts of cases whose subject is the first token (the paper's
-    test-time fix, Table 5).
+    test-time fix, Table 5). ``workers``: threads measuring edits side by side (``parallel.map_on_copies``).
     """
     if ppl_texts is not None and ppl_before is None:
         ppl_before = metrics.perplexity(bundle, ppl_texts).mean
-    outcomes = []
-    for e in tqdm(edits, desc="measuring edits", disable=not progress):
-        with rome.applied(bundle, e):
-            ppl_after = metrics.perplexity(bundle, ppl_texts).mean if ppl_texts is not None else None
-            s = metrics.evaluate_cases(bundle, [e.case], test_prefix=test_prefix)[0] if scores else None
+
+    def measure(b: Bundle, e: rome.Edit) -> EditOutcome:
+        with rome.applied(b, e):
+            ppl_after = metrics.perplexity(b, ppl_texts).mean if ppl_texts is not None else None
+            s = metrics.evaluate_cases(b, [e.case], test_prefix=test_prefix)[0] if scores else None
         r = e.report
-        outcomes.append(EditOutcome(
+        return EditOutcome(
             e.case.case_id, groups.get(e.case.case_id, "?"), r.variant, r.setting, e.case.subject, e.case.prompt,
             e.case.target_new, r.numerator_norm, r.denominator, r.ratio, r.delta_norm,
             ppl_before if ppl_texts is not None else None, ppl_after,
             collapsed(ppl_after / ppl_before) if ppl_texts is not None else None,
             s.efficacy if s else None, s.generalization if s else None, s.locality if s else None,
-            bool(s.test_prefix) if s else False))
-    return outcomes
+            bool(s.test_prefix) if s else False)
+
+    return map_on_copies(bundle, measure, edits, workers, desc="measuring edits", progress=progress)
 
 
 def edit_and_measure(bundle: Bundle, selection: dict[str, list[EditCase]], templates: list[str],
                      second_moment: SecondMoment, ppl_texts: list[str], variants=rome.VARIANTS,
-                     scores: bool = True, batch_size: int = 8, progress: bool = True) -> list[EditOutcome]:
+                     scores: bool = True, batch_size: int = 8, progress: bool = True, workers: int = 1,
+                     ppl_before: float | None = None) -> list[EditOutcome]:
     """Edit every selected case with every variant (v* shared and cached) and measure each edit alone
-    (variant by variant, cases in the selection's order)."""
+    (variant by variant, cases in the selection's order), on ``workers`` threads. ``ppl_before``: the unedited
+    perplexity on ``ppl_texts`` when already measured."""
     cases = [c for group in selection.values() for c in group]
     groups = {c.case_id: g for g, cs in selection.items() for c in cs}
     edits = rome.compute_edits(bundle, cases, templates, second_moment, tuple(variants),
-                               batch_size=batch_size, progress=progress)
-    ppl_before = metrics.perplexity(bundle, ppl_texts).mean
-    return [o for v in variants
-            for o in measure_edits(bundle, edits[v], groups, ppl_texts, ppl_before, scores=scores, progress=progress)]
+                               batch_size=batch_size, progress=progress, workers=workers)
+    if ppl_before is None:
+        ppl_before = metrics.perplexity(bundle, ppl_texts).mean
+    return measure_edits(bundle, [e for v in variants for e in edits[v]], groups, ppl_texts, ppl_before,
+                         scores=scores, progress=progress, workers=workers)
 
 
 ANATOMY = ("numerator_norm", "denominator", "ratio", "delta_norm")  # what identifies an edit's update in a table

@@ -131,13 +131,13 @@ def make_edit(bundle: Bundle, case: EditCase, value: values.ValueResult, keys: C
 def compute_edits(bundle: Bundle, cases: list[EditCase], templates: list[str], second_moment: SecondMoment,
                   variants: tuple[str, ...] = VARIANTS, layer: int | None = None, batch_size: int = 8,
                   cache: bool = True, progress: bool = True,
-                  value_options: values.ValueOptions | None = None) -> dict[str, list[Edit]]:
+                  value_options: values.ValueOptions | None = None, workers: int = 1) -> dict[str, list[Edit]]:
     """For every case and variant, the edit (ΔW and its report). v* is shared between the variants
-    (``values.values_for``, cached unless ``cache=False``; ``value_options``: see :class:`values.ValueOptions`,
-    the default is ROME's)."""
+    (``values.values_for``, cached unless ``cache=False``, optimised on ``workers`` threads; ``value_options``:
+    see :class:`values.ValueOptions`, the default is ROME's)."""
     layer = bundle.edit_layer(layer)
     v_stars = values.values_for(bundle, cases, templates, layer, batch_size=batch_size, cache=cache,
-                                progress=progress, options=value_options)
+                                progress=progress, options=value_options, workers=workers)
     edits = {v: [] for v in variants}
     for case, value in zip(cases, v_stars):
         keys = case_keys(bundle, case.prompt, case.subject, templates, layer)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -21,6 +22,7 @@ from .cache import digest, entry_path, load_tensors, save_tensors
 from .config import CACHE_VERSION
 from .data import EditCase
 from .models import Bundle, HParams, get_module
+from .parallel import map_on_copies
 from .tokens import pad_batch, subject_last_index, token_ids
 from .trace import block_input, blocks_skipped, lm_logits, output_added
 
@@ -336,10 +338,11 @@ def _save_value(key: dict, value: ValueResult) -> None:
 
 
 def values_for(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
-               batch_size: int = 8, cache: bool = True,
-               progress: bool = True, on_step=None, options: ValueOptions | None = None) -> list[ValueResult]:
-    """v* for each case: from the cache when computed before, else optimised in batches
-    (``on_step`` and ``options`` go to :func:`optimize_values`)."""
+               batch_size: int = 8, cache: bool = True, progress: bool = True, on_step=None,
+               options: ValueOptions | None = None, workers: int = 1) -> list[ValueResult]:
+    """v* for each case: from the cache when computed before, else optimised in batches of at most
+    ``batch_size``, on ``workers`` threads (``parallel.map_on_copies``; the batches then split evenly between
+    them). ``on_step`` and ``options`` go to :func:`optimize_values`."""
     layer = bundle.edit_layer(layer)
     keys = [_value_key(bundle, c, templates, layer, bundle.hparams, options) for c in cases]
     results: list[ValueResult | None] = [None] * len(cases)
@@ -349,11 +352,20 @@ def values_for(bundle: Bundle, cases: list[EditCase], templates: list[str], laye
             if results[i] is not None:
                 results[i].v_star = results[i].v_star.to(bundle.device)
     todo = [i for i, r in enumerate(results) if r is None]
-    for start in tqdm(range(0, len(todo), batch_size), desc="optimising v*", disable=not progress or not todo):
-        chunk = todo[start:start + batch_size]
-        for i, value in zip(chunk, optimize_values(bundle, [cases[i] for i in chunk], templates, layer,
-                                                   on_step=on_step, options=options)):
-            results[i] = value
-            if cache:
+    # Each request's optimisation is independent of its batch-mates, so any split gives the same v*.
+    n_batches = workers * math.ceil(len(todo) / (batch_size * workers))
+    size = math.ceil(len(todo) / n_batches) if todo else 1
+    chunks = [todo[start:start + size] for start in range(0, len(todo), size)]
+
+    def optimise(b: Bundle, chunk: list[int]) -> list[ValueResult]:
+        values = optimize_values(b, [cases[i] for i in chunk], templates, layer, on_step=on_step, options=options)
+        if cache:
+            for i, value in zip(chunk, values):
                 _save_value(keys[i], value)
+        return values
+
+    done = map_on_copies(bundle, optimise, chunks, workers, desc="optimising v*", progress=progress)
+    for chunk, values in zip(chunks, done):
+        for i, value in zip(chunk, values):
+            results[i] = value
     return results

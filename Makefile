@@ -66,7 +66,8 @@ smoke-copies: $(STAMP)
 #  - prepare fills what every run of the default model reads (its conversion, templates, C) once, before them;
 #  - 03 runs first on the BOS model (Gemma-3); the default model's 03 reads that run's BOS table (Part 2);
 #  - 04 and 06 read 01's per-edit table; 05 compares both models; 00 collects every verdict, so it runs last.
-# 01 has the most work in one run (24 v*, 96 measured edits): it gets JOBS threads of its own (`workers`).
+# prepare's C and 01 (24 v*, 96 measured edits) are the longest path: each works on JOBS threads of its own
+# (`workers`), and the other lane's runs share the cores with them.
 PAPER := 01_denominators 05_concentration 02_key_tsne 03_first_token 04_position_swaps 06_the_fix
 BEYOND := $(filter-out 00_overview $(INTERACTIVE) $(PAPER),$(basename $(notdir $(NOTEBOOKS))))
 RUNS := build/runs
@@ -85,7 +86,7 @@ reproduce-paper: $(STAMP)
 $(RUNS)/prepared:
 	mkdir -p $(RUNS)
 	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
-		$(BIN)/python -m rome_collapse prepare --models $(MODEL) --profile $(PROFILE)
+		$(BIN)/python -m rome_collapse prepare --models $(MODEL) --profile $(PROFILE) --workers $(JOBS)
 	touch $@
 
 $(RUNS)/prepared-bos:

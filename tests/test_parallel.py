@@ -1,12 +1,12 @@
-"""Work on several threads, each with its own copy of the model: the same results as one thread, in the same
-order, and the caller's weights left as they were."""
+"""Work on several threads, each with its own copy of the model, and work done once instead of per edit: the same
+results as doing all of it on one thread, in the same order, and the caller's weights left as they were."""
 import threading
 import time
 
 import pytest
 import torch
 
-from rome_collapse import data, outcomes, parallel, rome, stats, values
+from rome_collapse import data, metrics, outcomes, parallel, rome, stats, values
 
 
 def test_map_on_copies_keeps_order_and_never_shares_a_model_between_running_calls(tiny):
@@ -69,3 +69,27 @@ def test_values_and_measured_edits_on_two_workers_equal_one(tiny, curated):
     threaded = outcomes.measure_edits(tiny, measured, groups, texts, progress=False, workers=2)
     assert [o.to_dict() for o in threaded] == [o.to_dict() for o in serial]
     assert torch.equal(tiny.weight(1), weight)
+
+
+def test_second_moment_on_two_workers_equals_one(tiny):
+    texts = data.meppl("50")[:24]
+    one, n_one = stats.compute_second_moment(tiny, 1, texts, token_budget=128, progress=False)
+    two, n_two = stats.compute_second_moment(tiny, 1, texts, token_budget=128, progress=False, workers=2)
+    assert n_one == n_two > 0
+    torch.testing.assert_close(two, one, rtol=1e-12, atol=1e-14)
+
+
+def test_perplexity_with_the_lower_blocks_run_once_is_the_same_to_the_bit(tiny, curated):
+    tiny = tiny.with_setting("paper")
+    texts = data.meppl("50")[:6]
+    edit = rome.compute_edits(tiny, curated[:1], ["{}", "I went home. {}"], stats.SecondMoment.identity(),
+                              ("rome",), cache=False, progress=False)["rome"][0]
+    lower = metrics.LowerStates(edit.layer)
+    before = metrics.perplexity(tiny, texts, batch_size=4, lower=lower)  # fills the states, unedited
+    assert before.per_text == metrics.perplexity(tiny, texts, batch_size=4).per_text
+    with rome.applied(tiny, edit):
+        full = metrics.perplexity(tiny, texts, batch_size=4)
+        reused = metrics.perplexity(tiny, texts, batch_size=4, lower=lower)
+    assert full.per_text != before.per_text  # the edit changed the model
+    assert reused.per_text == full.per_text
+    assert metrics.perplexity(tiny, texts, batch_size=4, lower=metrics.LowerStates(0)).per_text == before.per_text

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=("smoke", "full"), default="smoke")
     p.add_argument("--settings", default=",".join(SETTINGS),
                    help="comma-separated settings to set up (default: all; paper alone computes no C)")
+    p.add_argument("--workers", type=int, default=1, help="threads computing C, each with a copy of the model")
     p.add_argument("--device", default=None)
     return parser
 
@@ -64,7 +65,7 @@ def _prepare(args) -> int:
     for name in [m for m in args.models.split(",") if m]:
         start = time.perf_counter()
         try:
-            wb = workbook.setup(name, args.profile, settings, device=args.device)
+            wb = workbook.setup(name, args.profile, settings, device=args.device, workers=args.workers)
         except Exception as exc:  # noqa: BLE001 - reported with the model's name, exit 2
             print(f"python -m rome_collapse prepare: error: {name}: {exc}", file=sys.stderr)
             return 2

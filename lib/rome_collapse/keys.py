@@ -15,7 +15,7 @@ from .cache import entry_path, load_json, save_json
 from .config import CACHE_VERSION
 from .models import Bundle
 from .tokens import encode, subject_last_index
-from .trace import down_proj_io, run_base
+from .trace import down_proj_inputs, run_base
 
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
 
@@ -93,15 +93,21 @@ def subject_lookups(bundle: Bundle, prompt: str, subject: str, templates: list[s
 
 def keys_at(bundle: Bundle, layer: int, lookups: list[Lookup], batch_size: int = 64) -> torch.Tensor:
     """Keys at each lookup, float32, shape (n, d)."""
-    keys = []
+    return keys_at_layers(bundle, [layer], lookups, batch_size)[layer]
+
+
+def keys_at_layers(bundle: Bundle, layers: list[int], lookups: list[Lookup],
+                   batch_size: int = 64) -> dict[int, torch.Tensor]:
+    """Keys at each lookup at each of ``layers`` (layer → (n, d)), every layer read from the same forward passes."""
+    keys: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     for start in range(0, len(lookups), batch_size):
         chunk = lookups[start:start + batch_size]
-        batch = encode(bundle, [lk.text for lk in chunk])
-        inputs, _ = down_proj_io(bundle, layer, batch)
-        rows = torch.arange(len(chunk), device=inputs.device)
-        positions = torch.tensor([lk.position for lk in chunk], device=inputs.device)
-        keys.append(inputs[rows, positions])
-    return torch.cat(keys)
+        captured = down_proj_inputs(bundle, layers, encode(bundle, [lk.text for lk in chunk]))
+        rows = torch.arange(len(chunk), device=bundle.device)
+        positions = torch.tensor([lk.position for lk in chunk], device=bundle.device)
+        for layer in layers:
+            keys[layer].append(captured[layer][rows, positions])
+    return {layer: torch.cat(k) for layer, k in keys.items()}
 
 
 def unprefixed_key(bundle: Bundle, prompt: str, subject: str, layer: int | None = None) -> torch.Tensor:

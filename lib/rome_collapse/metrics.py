@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .data import EditCase
 from .models import Bundle
 from .tokens import encode, pad_batch, subject_is_first_token, token_ids
-from .trace import lm_logits, run_base
+from .trace import block_input, blocks_skipped, lm_logits, run_base
 
 
 def target_nll(bundle: Bundle, prompts: list[str], targets: list[str], batch_size: int = 32) -> torch.Tensor:
@@ -98,6 +98,28 @@ def evaluate_cases(bundle: Bundle, cases: list[EditCase], test_prefix: str | Non
     return results
 
 
+class LowerStates:
+    """The residual stream entering block ``layer`` for each batch of a perplexity run, computed the first time
+    and reused after: while only blocks ``layer`` and above change (one edit after another at that layer, each
+    alone), blocks below it give the same output for the same tokens, so they are run once instead of per edit
+    (``trace.blocks_skipped``; the perplexity is the same to the last bit). Shared by threads measuring edits on
+    copies of one model (``parallel``); a state is computed from the weights below ``layer``, which no edit
+    measured with it may change."""
+
+    def __init__(self, layer: int):
+        self.layer = layer
+        self._states: dict[bytes, torch.Tensor] = {}
+
+    def last_hidden_state(self, bundle: Bundle, batch) -> torch.Tensor:
+        if self.layer == 0:
+            return run_base(bundle, batch).last_hidden_state
+        key = batch.input_ids.cpu().numpy().tobytes() + batch.attention_mask.cpu().numpy().tobytes()
+        if key not in self._states:
+            self._states[key] = block_input(bundle, self.layer, **batch.model_inputs(), use_cache=False)
+        with blocks_skipped(bundle, self.layer, self._states[key]):
+            return run_base(bundle, batch).last_hidden_state
+
+
 @dataclass
 class Perplexity:
     mean: float
@@ -108,13 +130,14 @@ class Perplexity:
 
 
 def perplexity(bundle: Bundle, texts: list[str], batch_size: int = 16, add_start_token: bool | None = None,
-               progress: bool = False, logits_chunk: int = 512) -> Perplexity:
+               progress: bool = False, logits_chunk: int = 512, lower: LowerStates | None = None) -> Perplexity:
     """Mean over texts of exp(mean token NLL), as the paper's ppl.py computes it.
 
     The texts are tokenised without special tokens; a BOS is put in front only when asked
     (``add_start_token``; by default when the bundle's BOS switch is on). Logits are computed only
     where a real next token is predicted, ``logits_chunk`` positions at a time: with Gemma-3's 262k
-    vocabulary, logits for a whole padded batch would take gigabytes.
+    vocabulary, logits for a whole padded batch would take gigabytes. ``lower``: the blocks below an edited
+    layer run once for repeated measurements (:class:`LowerStates`).
     """
     add_start = bundle.add_bos if add_start_token is None else add_start_token
     rows = []
@@ -130,7 +153,8 @@ def perplexity(bundle: Bundle, texts: list[str], batch_size: int = 16, add_start
         batch = pad_batch(bundle, [rows[i] for i in idx])
         predicts = batch.attention_mask[:, 1:].bool()  # right padding: position t is real when t + 1 is
         with torch.no_grad():
-            hidden = run_base(bundle, batch).last_hidden_state[:, :-1][predicts]
+            hidden = (lower.last_hidden_state(bundle, batch) if lower else run_base(bundle, batch).last_hidden_state)
+            hidden = hidden[:, :-1][predicts]
             targets = batch.input_ids[:, 1:][predicts]
             nll = torch.cat([torch.nn.functional.cross_entropy(
                 lm_logits(bundle, hidden[s:s + logits_chunk]).float(), targets[s:s + logits_chunk], reduction="none")

@@ -69,13 +69,16 @@ def measure_edits(bundle: Bundle, edits: list[rome.Edit], groups: dict, ppl_text
     With ``scores``: efficacy, generalisation and locality of the edit's own case (``metrics.evaluate_cases``);
     ``test_prefix`` goes in front of the prompts of cases whose subject is the first token (the paper's
     test-time fix, Table 5). ``workers``: threads measuring edits side by side (``parallel.map_on_copies``).
+    The blocks below the lowest edited layer run once per perplexity batch, not once per edit
+    (``metrics.LowerStates``).
     """
+    lower = metrics.LowerStates(min(e.layer for e in edits)) if edits and ppl_texts is not None else None
     if ppl_texts is not None and ppl_before is None:
-        ppl_before = metrics.perplexity(bundle, ppl_texts).mean
+        ppl_before = metrics.perplexity(bundle, ppl_texts, lower=lower).mean
 
     def measure(b: Bundle, e: rome.Edit) -> EditOutcome:
         with rome.applied(b, e):
-            ppl_after = metrics.perplexity(b, ppl_texts).mean if ppl_texts is not None else None
+            ppl_after = metrics.perplexity(b, ppl_texts, lower=lower).mean if ppl_texts is not None else None
             s = metrics.evaluate_cases(b, [e.case], test_prefix=test_prefix)[0] if scores else None
         r = e.report
         return EditOutcome(

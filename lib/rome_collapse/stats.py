@@ -13,11 +13,11 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from .cache import entry_path, load_tensors, save_tensors
 from .config import CACHE_VERSION
 from .models import Bundle
+from .parallel import map_on_copies
 from .tokens import pad_batch, token_ids
 from .trace import down_proj_io
 
@@ -64,25 +64,34 @@ def _batches(bundle: Bundle, texts: list[str], max_length: int, token_budget: in
 
 
 def compute_second_moment(bundle: Bundle, layer: int, texts: list[str], max_length: int = 128,
-                          token_budget: int = 4096, stop: bool = True, progress: bool = True) -> tuple[torch.Tensor, int]:
-    """Σ k kᵀ / n over all tokens of ``texts`` (no cache). ``stop=False`` runs the whole model (for tests)."""
+                          token_budget: int = 4096, stop: bool = True, progress: bool = True,
+                          workers: int = 1) -> tuple[torch.Tensor, int]:
+    """Σ k kᵀ / n over all tokens of ``texts`` (no cache). ``stop=False`` runs the whole model (for tests).
+    ``workers``: threads summing their share of the batches (``parallel.map_on_copies``)."""
     d_in = bundle.weight(layer).shape[1]
-    total = torch.zeros(d_in, d_in, dtype=torch.float64, device=bundle.device)
-    count = 0
-    batches = list(_batches(bundle, texts, max_length, token_budget))
-    for rows in tqdm(batches, desc=f"C at layer {layer}", disable=not progress, leave=False):
-        batch = pad_batch(bundle, rows)
-        keys, _ = down_proj_io(bundle, layer, batch, stop=stop)
+    # One running sum per copy of the model (map_on_copies hands a copy to one thread at a time); they add up.
+    sums: dict[int, list] = {}
+
+    def accumulate(b: Bundle, rows: list[int]) -> None:
+        batch = pad_batch(b, rows)
+        keys, _ = down_proj_io(b, layer, batch, stop=stop)
         keys = keys[batch.attention_mask.bool()].to(torch.float64)  # (n_tokens, d_in), padding dropped
-        total.addmm_(keys.T, keys)
-        count += keys.shape[0]
-    return total / count, count
+        total = sums.setdefault(id(b.model), [torch.zeros(d_in, d_in, dtype=torch.float64, device=b.device), 0])
+        total[0].addmm_(keys.T, keys)
+        total[1] += keys.shape[0]
+
+    map_on_copies(bundle, accumulate, _batches(bundle, texts, max_length, token_budget), workers,
+                  desc=f"C at layer {layer}", progress=progress)
+    count = sum(n for _, n in sums.values())
+    return sum(total for total, _ in sums.values()) / count, count
 
 
 def second_moment(bundle: Bundle, layer: int | None = None, texts: list[str] | None = None,
                   corpus: str = "meppl-10k-minus-50", n_samples: int | None = None,
-                  max_length: int | None = None, cache: bool = True, progress: bool = True) -> SecondMoment:
-    """C at ``layer`` (default: the bundle's edit layer) over ``texts`` (default: the offline corpus).
+                  max_length: int | None = None, cache: bool = True, progress: bool = True,
+                  workers: int = 1) -> SecondMoment:
+    """C at ``layer`` (default: the bundle's edit layer) over ``texts`` (default: the offline corpus), computed on
+    ``workers`` threads when not cached.
 
     ``corpus`` names the texts in the cache key; pass a new name when passing other texts.
     """
@@ -104,7 +113,8 @@ def second_moment(bundle: Bundle, layer: int | None = None, texts: list[str] | N
     if texts is None:
         texts = statistics_corpus()
     texts = texts[:n_samples]
-    matrix, n_tokens = compute_second_moment(bundle, layer, texts, max_length=max_length, progress=progress)
+    matrix, n_tokens = compute_second_moment(bundle, layer, texts, max_length=max_length, progress=progress,
+                                             workers=workers)
     if cache:
         save_tensors(path, metadata, {"C": matrix}, n_tokens=n_tokens)
     return SecondMoment(matrix, n_tokens, metadata)

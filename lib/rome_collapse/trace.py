@@ -9,7 +9,7 @@ blocks are skipped (``blocks_skipped``).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 
@@ -79,6 +79,28 @@ def down_proj_io(bundle: Bundle, layer: int, batch: Batch | None = None, stop: b
         except _StopForward:
             pass
     return captured["input"], captured["output"]
+
+
+def down_proj_inputs(bundle: Bundle, layers: list[int], batch: Batch) -> dict[int, torch.Tensor]:
+    """The keys (the edited projection's input) at each of ``layers`` for every token of the batch, from one
+    forward pass that ends inside the deepest of them."""
+    captured, deepest = {}, max(layers)
+
+    def reader(layer: int):
+        def hook(module, args, output):
+            captured[layer] = args[0].detach()
+            if layer == deepest:
+                raise _StopForward
+        return hook
+
+    with ExitStack() as hooks, torch.no_grad():
+        for layer in set(layers):
+            hooks.enter_context(forward_hook(bundle.down_proj(layer), reader(layer)))
+        try:
+            run_base(bundle, batch)
+        except _StopForward:
+            pass
+    return captured
 
 
 def block_input(bundle: Bundle, layer: int, **inputs) -> torch.Tensor:

@@ -44,10 +44,11 @@ class Setup:
                 + "; ".join(f"setting {s}: {c.describe()}" for s, c in self.covariances.items()))
 
 
-def setup(model: str, profile: str, settings: str | list[str] = models.DEFAULT_SETTING, device=None) -> Setup:
+def setup(model: str, profile: str, settings: str | list[str] = models.DEFAULT_SETTING, device=None,
+          workers: int = 1) -> Setup:
     """Load ``model`` once (with the profile's v* steps) and set it up in each of ``settings`` ("paper", "rome", or a
-    list of them), with C over the profile's ``stats_samples`` texts (cached; nothing is computed in "paper") and
-    the context templates of the profile's ``template_seed`` (cached)."""
+    list of them), with C over the profile's ``stats_samples`` texts (cached; nothing is computed in "paper"; on
+    ``workers`` threads) and the context templates of the profile's ``template_seed`` (cached)."""
     prof = get_profile(profile)
     settings = [settings] if isinstance(settings, str) else list(settings)
     if not settings:
@@ -55,7 +56,7 @@ def setup(model: str, profile: str, settings: str | list[str] = models.DEFAULT_S
     plots.setup()
     first = prof.sized(models.load_model(model, device=device, setting=settings[0]))
     bundles = {s: first.with_setting(s) for s in settings}
-    covariances = {s: stats.covariance(b, n_samples=prof.stats_samples) for s, b in bundles.items()}
+    covariances = {s: stats.covariance(b, n_samples=prof.stats_samples, workers=workers) for s, b in bundles.items()}
     templates = keys.context_templates(first, seed=prof.template_seed)
     log.info("set up %s in settings %s (%s profile)", model, ", ".join(settings), prof.name)
     return Setup(prof, bundles, covariances, templates)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce.py"
@@ -94,3 +95,46 @@ def test_notebooks_beyond_the_paper_state_their_time_budget_and_the_committed_ru
         assert f"**Time budget: {minutes} min**" in opening, name
         seconds = full.loc[f"{name}.ipynb", "seconds"]
         assert seconds <= 60 * minutes, f"{name}: the committed run took {seconds:.0f} s, over its {minutes} min"
+
+
+def dry_run(tmp_path, target: str) -> list[str]:
+    """The commands `make -n` would run for a target, runs and prepares only, in order."""
+    out = subprocess.run(["make", "-n", "--no-print-directory", target, f"RUNS={tmp_path / 'runs'}",
+                          "STAMP=pyproject.toml"],  # the setup stamp stands for itself: no install in a dry run
+                         cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [line for line in out.stdout.splitlines() if "reproduce.py" in line or "rome_collapse prepare" in line]
+
+
+def find(lines, *words) -> int:
+    found = [i for i, line in enumerate(lines) if all(w in line for w in words)]
+    assert len(found) == 1, (words, lines)
+    return found[0]
+
+
+PAPER = ("00_overview", "01_denominators", "02_key_tsne", "03_first_token", "04_position_swaps", "05_concentration",
+         "06_the_fix")
+
+
+def test_make_reproduce_paper_runs_each_paper_notebook_once_and_the_overview_last(tmp_path):
+    lines = dry_run(tmp_path, "reproduce-paper")
+    runs = {name: find(lines, "--model smollm2-135m", f"notebooks/{name}.ipynb") for name in PAPER}
+    assert find(lines, "--model gemma3-270m", "03_first_token.ipynb") < runs["03_first_token"]
+    assert runs["00_overview"] == len(lines) - 1
+    assert "-p workers" in lines[runs["01_denominators"]] and "--commit" in lines[runs["01_denominators"]]
+    assert not any("08_predict" in line for line in lines)  # the paper's notebooks only
+
+
+@pytest.mark.parametrize("run, needs", [
+    ("04_position_swaps", ["prepare --models smollm2-135m", "notebooks/01_denominators.ipynb"]),
+    ("06_the_fix", ["prepare --models smollm2-135m", "notebooks/01_denominators.ipynb"]),
+    ("03_first_token", ["prepare --models smollm2-135m", "prepare --models gemma3-270m", "--model gemma3-270m"]),
+    ("05_concentration", ["prepare --models smollm2-135m", "prepare --models gemma3-270m"]),
+    ("02_key_tsne", ["prepare --models smollm2-135m"]),
+])
+def test_each_run_of_make_reproduce_comes_after_the_runs_it_reads(tmp_path, run, needs):
+    """Asked for alone, a run brings along exactly what it reads (the graph's edges), before itself."""
+    lines = dry_run(tmp_path, str(tmp_path / "runs" / run))
+    assert len(lines) == len(needs) + 1 and run in lines[-1]
+    for words in needs:
+        find(lines[:-1], words)

@@ -42,10 +42,10 @@ def test_statistics_truncated_equal_full_forward(tiny):
 
 def test_statistics_are_the_mean_outer_product(tiny):
     from rome_collapse.tokens import encode
-    from rome_collapse.trace import down_proj_io
+    from rome_collapse.trace import down_proj_input
 
     batch = encode(tiny, TEXTS[:4])
-    k, _ = down_proj_io(tiny, 1, batch)
+    k = down_proj_input(tiny, 1, batch)
     k = k[batch.attention_mask.bool()].double()
     expected = k.T @ k / k.shape[0]
     got, _ = stats.compute_second_moment(tiny, 1, TEXTS[:4], progress=False)

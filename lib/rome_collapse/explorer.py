@@ -25,6 +25,7 @@ from . import data, keys, metrics, models, rome, stats, values
 from .collapse import collapsed
 from .profiles import get_profile
 from .tokens import encode, subject_token_span
+from .trace import lm_logits, run_base
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ def check_subject(bundle: models.Bundle, case: data.EditCase) -> None:
 
 def top_tokens(bundle: models.Bundle, text: str, k: int = 5) -> list[tuple[str, float]]:
     """The ``k`` most likely next tokens after ``text`` and their probabilities (BOS per the bundle's switch)."""
-    with torch.no_grad():
-        logits = bundle.model(**encode(bundle, [text]).model_inputs()).logits[0, -1].float()
+    with torch.no_grad():  # logits at the last position only (Gemma-3's vocabulary has 262,144 tokens)
+        logits = lm_logits(bundle, run_base(bundle, encode(bundle, [text])).last_hidden_state[0, -1]).float()
     probs = torch.softmax(logits, -1)
     top = torch.topk(probs.nan_to_num(0.0), k)
     return [(bundle.tokenizer.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]

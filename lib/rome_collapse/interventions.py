@@ -19,7 +19,7 @@ from .models import Bundle
 from .samples import case_group
 from .stats import SecondMoment
 from .tokens import encode, subject_last_index
-from .trace import down_proj_io
+from .trace import down_proj_input
 from .values import ValueResult
 
 PLAIN = "none (ROME)"  # the intervention column's label of the plain ROME edit in position_swap_outcomes' rows
@@ -46,7 +46,7 @@ def key_with_positions(bundle: Bundle, text: str, lookup: int, position_ids: tor
     batch = encode(bundle, [text])
     if position_ids.shape[-1] != batch.input_ids.shape[1]:
         raise ValueError(f"position_ids has {position_ids.shape[-1]} entries for {batch.input_ids.shape[1]} tokens")
-    inputs, _ = down_proj_io(bundle, layer, batch, position_ids=position_ids.view(1, -1).to(bundle.device))
+    inputs = down_proj_input(bundle, layer, batch, position_ids=position_ids.view(1, -1).to(bundle.device))
     return inputs[0, lookup]
 
 

@@ -28,7 +28,7 @@ from .keys import CaseKeys
 from .models import Bundle
 from .stats import SecondMoment
 from .tokens import pad_batch, subject_token_span, token_ids
-from .trace import down_proj_io
+from .trace import down_proj_input
 
 COUNTERFACT_CASES = 21_919  # records in the official CounterFact file, for the projected time
 DEFAULT_THRESHOLD = 0.1  # as rome.collapse_risk
@@ -111,14 +111,14 @@ def _forward(bundle: Bundle, layer: int, rows: list[_Row], groups: list[list[int
 
             cache = DynamicCache(config=bundle.model.config)
             prefix = torch.tensor([rows[members[0]].ids[:shared]], device=dev)
-            down_proj_io(bundle, layer, input_ids=prefix, attention_mask=torch.ones_like(prefix),
-                          cache=cache, use_cache=True)
+            down_proj_input(bundle, layer, input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                            cache=cache, use_cache=True)
             n_tokens += shared
         suffixes = [_Row(rows[r].case, rows[r].ids[shared:], rows[r].position - shared) for r in members]
         for part in _batches(suffixes, token_budget):
             batch = pad_batch(bundle, [suffixes[i].ids for i in part])
             if cache is None:
-                inputs, _ = down_proj_io(bundle, layer, batch)
+                inputs = down_proj_input(bundle, layer, batch)
             else:
                 n, width = batch.input_ids.shape
                 batch_cache = copy.deepcopy(cache)
@@ -126,8 +126,8 @@ def _forward(bundle: Bundle, layer: int, rows: list[_Row], groups: list[list[int
                 mask = torch.cat([torch.ones(n, shared, dtype=batch.attention_mask.dtype, device=dev),
                                   batch.attention_mask], 1)
                 positions = (shared + torch.arange(width, device=dev)).expand(n, width)
-                inputs, _ = down_proj_io(bundle, layer, input_ids=batch.input_ids, attention_mask=mask,
-                                             position_ids=positions, cache=batch_cache, use_cache=True)
+                inputs = down_proj_input(bundle, layer, input_ids=batch.input_ids, attention_mask=mask,
+                                         position_ids=positions, cache=batch_cache, use_cache=True)
             if keys is None:
                 keys = inputs.new_empty(len(rows), inputs.shape[-1])
             at = torch.arange(len(part), device=inputs.device)

@@ -19,7 +19,7 @@ from .config import CACHE_VERSION
 from .models import Bundle
 from .parallel import map_on_copies
 from .tokens import pad_batch, token_ids
-from .trace import down_proj_io
+from .trace import down_proj_input
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def compute_second_moment(bundle: Bundle, layer: int, texts: list[str], max_leng
 
     def accumulate(b: Bundle, rows: list[int]) -> None:
         batch = pad_batch(b, rows)
-        keys, _ = down_proj_io(b, layer, batch, stop=stop)
+        keys = down_proj_input(b, layer, batch, stop=stop)
         keys = keys[batch.attention_mask.bool()].to(torch.float64)  # (n_tokens, d_in), padding dropped
         total = sums.setdefault(id(b.model), [torch.zeros(d_in, d_in, dtype=torch.float64, device=b.device), 0])
         total[0].addmm_(keys.T, keys)

@@ -54,42 +54,24 @@ def run_base(bundle: Bundle, batch: Batch, **kwargs):
     return base(**batch.model_inputs(), use_cache=False, **kwargs)
 
 
-def down_proj_io(bundle: Bundle, layer: int, batch: Batch | None = None, stop: bool = True,
-                 position_ids: torch.Tensor | None = None, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input (the keys k) and output (W k + b) of the edited projection for every token of the batch.
+def down_proj_inputs(bundle: Bundle, layers: list[int], batch: Batch | None = None, stop: bool = True,
+                     position_ids: torch.Tensor | None = None, **inputs) -> dict[int, torch.Tensor]:
+    """The keys (the edited projection's input) at each of ``layers`` for every token, from one forward pass.
 
-    With ``stop`` the forward pass ends inside the edit layer. ``position_ids`` overrides the
-    positions (rotary angles, or rows of a learned position embedding such as GPT-2's). Without a
-    ``batch``, ``inputs`` go to the base model as they are (a key/value cache, a longer mask).
+    With ``stop`` the pass ends inside the deepest of ``layers``. ``position_ids`` overrides the positions
+    (rotary angles, or rows of a learned position embedding such as GPT-2's). Without a ``batch``, ``inputs``
+    go to the base model as they are (a key/value cache, a longer mask).
     """
     if batch is not None:
         inputs = {**batch.model_inputs(), "use_cache": False, **inputs}
     if position_ids is not None:
         inputs["position_ids"] = position_ids
-    captured = {}
-
-    def hook(module, args, output):
-        captured["input"], captured["output"] = args[0].detach(), output.detach()
-        if stop:
-            raise _StopForward
-
-    with forward_hook(bundle.down_proj(layer), hook), torch.no_grad():
-        try:
-            get_module(bundle.model, bundle.spec.base)(**inputs)
-        except _StopForward:
-            pass
-    return captured["input"], captured["output"]
-
-
-def down_proj_inputs(bundle: Bundle, layers: list[int], batch: Batch) -> dict[int, torch.Tensor]:
-    """The keys (the edited projection's input) at each of ``layers`` for every token of the batch, from one
-    forward pass that ends inside the deepest of them."""
     captured, deepest = {}, max(layers)
 
     def reader(layer: int):
         def hook(module, args, output):
             captured[layer] = args[0].detach()
-            if layer == deepest:
+            if stop and layer == deepest:
                 raise _StopForward
         return hook
 
@@ -97,10 +79,15 @@ def down_proj_inputs(bundle: Bundle, layers: list[int], batch: Batch) -> dict[in
         for layer in set(layers):
             hooks.enter_context(forward_hook(bundle.down_proj(layer), reader(layer)))
         try:
-            run_base(bundle, batch)
+            get_module(bundle.model, bundle.spec.base)(**inputs)
         except _StopForward:
             pass
     return captured
+
+
+def down_proj_input(bundle: Bundle, layer: int, batch: Batch | None = None, **kwargs) -> torch.Tensor:
+    """The keys at one layer for every token (:func:`down_proj_inputs`)."""
+    return down_proj_inputs(bundle, [layer], batch, **kwargs)[layer]
 
 
 def block_input(bundle: Bundle, layer: int, **inputs) -> torch.Tensor:

@@ -19,7 +19,7 @@ BOS_NOTEBOOKS := notebooks/03_first_token.ipynb
 JOBS ?= 2
 THREADS ?= $(shell n=$$(( $$(nproc) / $(JOBS) )); echo $$(( n > 0 ? n : 1 )))
 
-.PHONY: setup test test-unit test-notebooks prepare smoke-copies reproduce reproduce-paper lab benchmark clean
+.PHONY: setup test test-unit test-notebooks test-golden prepare smoke-copies reproduce reproduce-paper lab benchmark clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,11 @@ test-unit: prepare
 test-notebooks: prepare smoke-copies
 	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
 		$(BIN)/python -m pytest -p no:cacheprovider $(XDIST) --nbval-lax $(NBVAL_COPIES)
+
+# make test-golden: every record of the authors' golden metrics (../shared/golden) and the command line on one;
+# make test checks two of them.
+test-golden: $(STAMP)
+	ROME_COLLAPSE_GOLDEN_ALL=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_golden_metrics.py tests/test_golden.py
 
 prepare: $(STAMP)
 	$(BIN)/python -m rome_collapse prepare --profile smoke

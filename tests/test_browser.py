@@ -215,7 +215,7 @@ def test_explorer_in_jupyterlab(lab):
             result.wait_for(timeout=edit_timeout)
             text = result.inner_text()
             for shown in ("ROME edit", "numerator ‖v* − Wk − b‖", "denominator k·u", "‖ΔW‖", "ME-PPL",
-                          "efficacy on the rewrite prompt", "top-5 next tokens", "greedy continuation",
+                          "rewrite accuracy (the paper's efficacy)", "CounterFact's efficacy", "top-5 next tokens", "greedy continuation",
                           "after (ROME, paper)", "setting paper"):
                 assert shown in text, shown
             assert "Edit applied" in explorer.locator(".rc-message").inner_text()

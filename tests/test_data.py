@@ -118,3 +118,44 @@ def test_meppl_first_sentences_of_a_set():
     for bad in ("50:0", "50:x", "50:-3"):
         with pytest.raises(ValueError, match="whole number"):
             meppl(bad)
+
+
+FLAT = {"case_id": 0, "prompt": "The mother tongue of Danielle Darrieux is", "target_new": "English",
+        "subject": "Danielle Darrieux", "ground_truth": "French",
+        "rephrase_prompt": "Where Danielle Darrieux is from, people speak the language of",
+        "locality_prompt": "Michel Rocard is a native speaker of", "locality_ground_truth": "French"}
+
+
+def test_a_flat_easyedit_record_becomes_an_edit_case():
+    case = data.load_cases([FLAT])[0]
+    assert (case.prompt, case.subject, case.target_new, case.target_true) == (
+        "The mother tongue of {} is", "Danielle Darrieux", "English", "French")
+    assert case.text == FLAT["prompt"]
+    assert case.paraphrase_prompts == (FLAT["rephrase_prompt"],)
+    assert case.neighborhood_prompts == (FLAT["locality_prompt"],) and case.locality_target == "French"
+    braces = data.load_cases([{**FLAT, "prompt": "In {| Danielle Darrieux speaks", "rephrase_prompt": "a {| b"}])[0]
+    assert braces.text == "In {| Danielle Darrieux speaks" and braces.paraphrase_prompts == ("a {| b",)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"subject": 3}, "case 0: field 'subject' must be str"),
+    ({"ground_truth": None}, "case 0: field 'ground_truth' must be str"),
+    ({"target_new": " "}, "case 0: field 'target_new' is empty"),
+    ({"prompt": "Danielle Darrieux, Danielle Darrieux is"}, "case 0: field 'prompt' holds the subject"),
+    ({"prompt": "Somebody speaks"}, "case 0: field 'prompt' holds the subject 'Danielle Darrieux' 0 times"),
+    ({"target_new": "French"}, "case 0: field 'target_new' equals ground_truth"),
+    ({"locality_ground_truth": None}, "case 0: field 'locality_ground_truth' must come with 'locality_prompt'"),
+    ({"rephrase_prompt": ""}, "case 0: field 'rephrase_prompt' must be a non-empty string"),
+])
+def test_a_bad_flat_record_names_its_case_and_field(change, message):
+    good = {**FLAT, "case_id": 1}
+    with pytest.raises(data.CaseError, match=message.replace("(", r"\(")):
+        data.load_cases([good, {**FLAT, **change}])  # nothing half-loaded: the good record is not returned either
+
+
+def test_the_shared_counterfact_files_load(tmp_path):
+    root = data.repo_root().parent / "shared" / "data" / "CounterFact"
+    if not root.exists():
+        pytest.skip("the shared CounterFact files are not beside this checkout")
+    cases = data.load_cases(root / "counterfact-edit.json")
+    assert len(cases) == 10000 and all(c.neighborhood_prompts and c.paraphrase_prompts for c in cases)

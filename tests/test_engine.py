@@ -335,16 +335,26 @@ def test_a_prefixed_score_is_the_score_of_the_prefixed_prompts(tiny):
     assert got.p_new != pytest.approx(metrics.evaluate_cases(tiny, [FIRST])[0].p_new, rel=1e-3)  # the prefix matters
 
 
-def test_measure_edits_scores_alone_prefixes_the_subject_first_cases_and_restores_the_weights(tiny, monkeypatch):
+def test_measure_edits_scores_alone_with_the_prefix_on_every_rewrite_prompt_and_restores_the_weights(
+        tiny, monkeypatch):
     layer = tiny.hparams.layer
     report = SimpleNamespace(variant="c-rome", setting="paper", numerator_norm=1.0, denominator=2.0, ratio=1.0,
-                             delta_norm=3.0)
+                             update_norm=3.0)
     edits = [rome.Edit(c, layer, torch.full_like(tiny.weight(layer), 1e-3), report) for c in (FIRST, LATER)]
     before = tiny.weight(layer).detach().clone()
-    seen = spy_prompts(monkeypatch)
-    found = outcomes.measure_edits(tiny, edits, {"paris": "collapse-prone", "darrieux": "normal"}, test_prefix=PREFIX,
-                                   progress=False)
-    assert [o.test_prefix for o in found] == [True, False] and [o.group for o in found] == ["collapse-prone", "normal"]
-    assert seen == prompts_of(FIRST, PREFIX) + prompts_of(LATER)
-    assert all(o.ppl_after is None and o.collapsed is None and o.efficacy is not None for o in found)
+    seen, real = [], metrics._argmax_at_targets
+
+    def spy(bundle, prompts, targets, **kwargs):
+        seen.extend(prompts)
+        return real(bundle, prompts, targets, **kwargs)
+
+    monkeypatch.setattr(metrics, "_argmax_at_targets", spy)
+    found = outcomes.measure_edits(tiny, edits, {"paris": "collapse-prone", "darrieux": "normal"},
+                                   test_prefixes=[PREFIX], progress=False)
+    assert [o.group for o in found] == ["collapse-prone", "normal"]
+    for case in (FIRST, LATER):  # the authors' placement: every case, the rewrite prompt only
+        assert PREFIX.format(case.text) in seen
+        assert all(PREFIX.format(p) not in seen for p in case.paraphrase_prompts + case.neighborhood_prompts)
+    assert all(o.ppl_after is None and o.collapsed is None and o.rewrite_acc_prefix is not None for o in found)
+    assert all(o.cf_efficacy is not None and o.locality_acc is not None for o in found)
     assert torch.equal(tiny.weight(layer), before)

@@ -151,10 +151,10 @@ def test_edit_shows_the_update_and_undo_restores_the_weights_bit_for_bit(ex, tin
     edit = ex.last_edit
     assert edit is not None, ex.message.value
     html = ex.result.value
-    for shown in ("numerator ‖v* − Wk − b‖", "denominator k·u", "‖ΔW‖", "ME-PPL", "efficacy on the rewrite prompt",
+    for shown in ("numerator ‖v* − Wk − b‖", "denominator k·u", "‖ΔW‖", "ME-PPL", "rewrite accuracy (the paper's efficacy)", "CounterFact's efficacy",
                   "top-5 next tokens", "greedy continuation", "before", "after (ROME, paper)"):
         assert shown in html, shown
-    assert explorer._num(edit.report.delta_norm) in html and explorer._num(edit.report.numerator_norm) in html
+    assert explorer._num(edit.report.update_norm) in html and explorer._num(edit.report.numerator_norm) in html
     assert edit.report.setting == "paper" and edit.report.variant == "rome" and edit.report.layer == tiny.hparams.layer
     assert ex.progress.value == ex.progress.max == 3 and ex.progress_label.value.startswith("v*: ")
     assert not same_weights(tiny, saved) and not ex.undo_button.disabled

@@ -99,6 +99,6 @@ def test_update_and_its_effect(golden, run, index, variant):
     assert edit.report.setting == "paper"
     assert edit.report.numerator_norm == pytest.approx(want["numerator_norm"], rel=REL)
     assert edit.report.denominator == pytest.approx(want["denominator_signed"], rel=REL)
-    assert edit.report.delta_norm == pytest.approx(want["dW_fro"], rel=REL)
+    assert edit.report.update_norm == pytest.approx(want["dW_fro"], rel=REL)
     assert ppl == pytest.approx(want["ppl_after"], rel=PPL_REL)
     assert bool(scores.efficacy) == want["prefers_new"]

@@ -3,6 +3,7 @@ round trip through a CSV, and the group summaries (no model needed)."""
 from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 
 from rome_collapse import outcomes
 
@@ -11,13 +12,13 @@ def _edit(case_id, variant, denominator, numerator=1.0):
     """An edit as saved_edits sees it: its case and its update's anatomy (ratio and ‖ΔW‖ follow the others)."""
     return SimpleNamespace(case=SimpleNamespace(case_id=case_id),
                            report=SimpleNamespace(variant=variant, denominator=denominator, numerator_norm=numerator,
-                                                  ratio=denominator / 4, delta_norm=numerator / denominator))
+                                                  ratio=denominator / 4, update_norm=numerator / denominator))
 
 
 def _anatomy(denominators, numerators=None):
     numerators = numerators or [1.0] * len(denominators)
     return {"denominator": denominators, "numerator_norm": numerators, "ratio": [d / 4 for d in denominators],
-            "delta_norm": [n / d for n, d in zip(numerators, denominators)]}
+            "update_norm": [n / d for n, d in zip(numerators, denominators)]}
 
 
 def test_group_stats_flat_columns():
@@ -60,11 +61,12 @@ def test_saved_edits_follows_the_order_of_the_edits_and_looks_where_asked():
 
 def test_an_outcome_survives_a_csv_round_trip(tmp_path):
     scored = outcomes.EditOutcome(7, "normal", "rome", "paper", "Paris", "{} is in", "Rome", 1.5, 0.25, 0.125, 3.0,
-                                  10.0, 1e3 / 3, True, 1.0, 0.5, None)
+                                  10.0, 1e3 / 3, True, 1.0, 0.5, None, 0.75, 1.0, 0.0, None)
     unscored = outcomes.EditOutcome(8, "collapse-prone", "c-rome", "rome", "Italy", "{} is", "Lisbon", 2.0, 1.0,
                                     1.0, 2.0, 10.0, float("inf"), True)
     path = tmp_path / "t.csv"
     pd.DataFrame([o.to_dict() for o in (scored, unscored)]).assign(extra=1).to_csv(path, index=False)
     back = [outcomes.EditOutcome.from_row(r) for _, r in pd.read_csv(path).iterrows()]
-    assert back[0] == scored and back[0].locality is None
-    assert back[1].ppl_after == float("inf") and back[1].efficacy is None and back[1].case_id == 8
+    assert back[0] == scored and back[0].locality_acc is None and back[0].rewrite_acc_prefix == 0.75
+    assert back[1].ppl_after == float("inf") and back[1].rewrite_acc is None and back[1].case_id == 8
+    assert back[0].ppl_ratio == pytest.approx(1e2 / 3) and back[1].ppl_ratio == float("inf")

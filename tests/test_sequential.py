@@ -155,7 +155,7 @@ def test_each_variant_setting_and_schedule_has_its_own_state(paper, setup, cache
         sequential.run_stream(original, short[1], "rome", templates, stats.SecondMoment.identity(), texts)
     # Edits to W do not change W's own input: both variants see the same keys, so the same ratios.
     assert [r.ratio for r in a.rows] == [r.ratio for r in b.rows]
-    assert a.rows[0].v_loss == b.rows[0].v_loss and a.rows[0].delta_norm != b.rows[0].delta_norm
+    assert a.rows[0].v_loss == b.rows[0].v_loss and a.rows[0].update_norm != b.rows[0].update_norm
     measured = ("ppl", "ppl_ratio", "retained_efficacy", "retained_of", "retained_first")  # every edit, not every 2nd
     assert comparable(c.rows)[0] == {**comparable(a.rows)[0], **{k: getattr(c.rows[0], k) for k in measured}}
     assert a.rows[0].ppl is None and c.rows[0].ppl is not None

@@ -1,4 +1,5 @@
-"""Edit cases (CounterFact format, validated on load) and the texts for statistics and perplexity."""
+"""Edit cases (CounterFact's ROME format or EasyEdit's flat format, validated on load) and the texts for statistics
+and perplexity."""
 from __future__ import annotations
 
 import json
@@ -14,21 +15,31 @@ class CaseError(ValueError):
     """A bad edit record; the message names its case_id and the field."""
 
 
+def fill(template: str, subject: str) -> str:
+    """``template`` with its "{}" replaced by ``subject``. Not ``str.format``: real prompts hold other braces
+    (CounterFact has "{|" in rephrase prompts), which ``format`` would choke on."""
+    head, sep, tail = template.partition("{}")
+    if not sep:
+        raise ValueError(f"template {template!r} has no '{{}}' for the subject")
+    return head + subject + tail
+
+
 @dataclass(frozen=True)
 class EditCase:
-    """One fact to rewrite: ``prompt.format(subject)`` should now be completed by ``target_new``."""
+    """One fact to rewrite: ``fill(prompt, subject)`` should now be completed by ``target_new``."""
     case_id: int | str
     prompt: str  # holds one "{}" where the subject goes
     subject: str
     target_new: str  # without the leading space; the engine adds it
     target_true: str
     relation_id: str = ""
-    paraphrase_prompts: tuple[str, ...] = ()
-    neighborhood_prompts: tuple[str, ...] = ()
+    paraphrase_prompts: tuple[str, ...] = ()  # full texts, never formatted
+    neighborhood_prompts: tuple[str, ...] = ()  # full texts (EasyEdit: its one locality_prompt)
+    locality_target: str | None = None  # what locality teacher-forces after them; None: target_true (ROME format)
 
     @property
     def text(self) -> str:
-        return self.prompt.format(self.subject)
+        return fill(self.prompt, self.subject)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,12 +100,61 @@ def parse_case(record: dict, index: int | None = None) -> EditCase:
                     target_true=target_true.strip(), relation_id=str(relation or ""), **lists)
 
 
+FLAT_FIELDS = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
+               "locality_ground_truth")
+
+
+def parse_flat_record(record: dict, index: int | None = None) -> EditCase:
+    """Validate one record of EasyEdit's flat CounterFact format (the prompt with the subject written out, one
+    rephrase and one locality prompt) and turn it into an EditCase. Prompts are literal text: the subject's one
+    occurrence in ``prompt`` becomes the "{}" (as EasyEdit's ROME does), nothing is ``format``-ed."""
+    if not isinstance(record, dict):
+        raise CaseError(f"record #{index}: must be a JSON object, got {type(record).__name__}")
+    case_id = record.get("case_id", f"#{index}")
+    if not isinstance(case_id, (int, str)) or isinstance(case_id, bool):
+        raise CaseError(f"record #{index}: field 'case_id' must be int or str")
+    values = {name: _field(record, name, case_id) for name in FLAT_FIELDS[:4]}
+    for name, value in values.items():
+        if not value.strip():
+            raise CaseError(f"case {case_id}: field '{name}' is empty")
+    optional = {}
+    for name in FLAT_FIELDS[4:]:
+        value = record.get(name)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise CaseError(f"case {case_id}: field '{name}' must be a non-empty string")
+        optional[name] = value
+    if (optional["locality_prompt"] is None) != (optional["locality_ground_truth"] is None):
+        raise CaseError(f"case {case_id}: field 'locality_ground_truth' must come with 'locality_prompt'")
+    prompt, subject = values["prompt"], values["subject"]
+    times = prompt.count(subject)
+    if times != 1:
+        raise CaseError(f"case {case_id}: field 'prompt' holds the subject {subject!r} {times} times; ROME needs it "
+                        "exactly once")
+    if values["target_new"].strip() == values["ground_truth"].strip():
+        raise CaseError(f"case {case_id}: field 'target_new' equals ground_truth")
+    return EditCase(
+        case_id=case_id, prompt=prompt.replace(subject, "{}"), subject=subject,
+        target_new=values["target_new"].strip(), target_true=values["ground_truth"].strip(),
+        paraphrase_prompts=(optional["rephrase_prompt"],) if optional["rephrase_prompt"] else (),
+        neighborhood_prompts=(optional["locality_prompt"],) if optional["locality_prompt"] else (),
+        locality_target=optional["locality_ground_truth"].strip() if optional["locality_ground_truth"] else None)
+
+
+def parse_record(record, index: int | None = None) -> EditCase:
+    """One record of either format: ROME's (``requested_rewrite``) or EasyEdit's flat one (``prompt``,
+    ``subject``, ``target_new``, ``ground_truth``, …)."""
+    if isinstance(record, dict) and "requested_rewrite" not in record and "prompt" in record:
+        return parse_flat_record(record, index)
+    return parse_case(record, index)
+
+
 def load_cases(source: str | Path | list) -> list[EditCase]:
-    """Edit cases from a CounterFact-format JSON file (or an already-parsed list); every record validated."""
+    """Edit cases from a JSON file (or an already-parsed list) in CounterFact's ROME format or EasyEdit's flat
+    format; every record validated, and nothing returned unless all are good."""
     records = source if isinstance(source, list) else json.loads(Path(source).read_text(encoding="utf-8"))
     if not isinstance(records, list):
         raise CaseError(f"{source}: expected a JSON list of records")
-    cases = [parse_case(r, i) for i, r in enumerate(records)]
+    cases = [parse_record(r, i) for i, r in enumerate(records)]
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

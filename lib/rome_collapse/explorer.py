@@ -96,7 +96,8 @@ def top_tokens(bundle: models.Bundle, text: str, k: int = 5) -> list[tuple[str, 
 class Reading:
     """What the model says about one case at one moment (before or after the edit)."""
     perplexity: float  # ME-PPL
-    scores: metrics.CaseMetrics
+    scores: metrics.CaseMetrics  # CounterFact's scores
+    rewrite_acc: float  # the paper's efficacy: share of target_new's tokens that are the argmax (teacher-forced)
     top: list[tuple[str, float]]
     continuation: str
 
@@ -108,7 +109,8 @@ def read_model(bundle: models.Bundle, case: data.EditCase, ppl_texts: list[str],
     if perplexity is None:
         perplexity = metrics.perplexity(bundle, ppl_texts).mean
     scores = metrics.evaluate_cases(bundle, [case], test_prefix=test_prefix, prefix_only_first_token=False)[0]
-    return Reading(perplexity, scores, top_tokens(bundle, prompt),
+    rewrite_acc = metrics.prediction_accuracy(bundle, [prompt], [case.target_new])[0]
+    return Reading(perplexity, scores, rewrite_acc, top_tokens(bundle, prompt),
                    metrics.continuations(bundle, [prompt], max_new_tokens)[0])
 
 
@@ -182,14 +184,14 @@ def edit_html(edit: rome.Edit, before: Reading, after: Reading, prompt: str, ppl
     anatomy = [("numerator ‖v* − Wk − b‖", _num(r.numerator_norm)),
                ("denominator k·u", _num(r.denominator)),
                ("ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄)", _num(r.ratio)),
-               ("‖ΔW‖", f"<b>{_num(r.delta_norm)}</b>"),
+               ("‖ΔW‖", f"<b>{_num(r.update_norm)}</b>"),
                ("v*", f"{value.steps} steps, loss {_num(value.final_loss)}, P(target_new) {_num(value.target_prob)}"
                 if value else "–")]
     side = [(f"ME-PPL ({ppl_sentences} sentences)", _num(before.perplexity),
              f"<b style='color:{'#c62828' if is_collapsed else 'inherit'}'>{_num(after.perplexity)}"
              f"{' (collapsed)' if is_collapsed else ''}</b>"),
-            ("efficacy on the rewrite prompt", _efficacy(before.scores, edit.case),
-             _efficacy(after.scores, edit.case)),
+            ("rewrite accuracy (the paper's efficacy)", _num(before.rewrite_acc), f"<b>{_num(after.rewrite_acc)}</b>"),
+            ("CounterFact's efficacy", _efficacy(before.scores, edit.case), _efficacy(after.scores, edit.case)),
             *([("generalisation / locality", f"{_num(before.scores.generalization)} / {_num(before.scores.locality)}",
                 f"{_num(after.scores.generalization)} / {_num(after.scores.locality)}")]
               if edit.case.paraphrase_prompts and edit.case.neighborhood_prompts else []),
@@ -469,11 +471,11 @@ class Explorer:
         r = edit.report
         self.runs.append({"case": edit.case.text, "target_new": edit.case.target_new, "layer": r.layer,
                           "setting": r.setting, "variant": VARIANT_NAMES[r.variant], "ratio": r.ratio,
-                          "denominator": r.denominator, "delta_norm": r.delta_norm,
+                          "denominator": r.denominator, "update_norm": r.update_norm,
                           "ppl_before": before.perplexity, "ppl_after": after.perplexity,
                           "efficacy_after": after.scores.efficacy, "test_prefix": after.scores.test_prefix})
         rows = [(i + 1, f"{_esc(run['case'])} → {_esc(run['target_new'])}", run["layer"], run["setting"],
-                 run["variant"], _num(run["ratio"]), _num(run["denominator"]), _num(run["delta_norm"]),
+                 run["variant"], _num(run["ratio"]), _num(run["denominator"]), _num(run["update_norm"]),
                  f"{_num(run['ppl_before'])} → {_num(run['ppl_after'])}", int(run["efficacy_after"]),
                  "yes" if run["test_prefix"] else "no") for i, run in enumerate(self.runs)]
         header = ("#", "case", "layer", "setting", "variant", "ratio", "denominator", "‖ΔW‖", "ME-PPL", "efficacy",

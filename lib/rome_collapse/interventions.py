@@ -122,7 +122,7 @@ def position_swap_outcomes(bundle: Bundle, cases: list[EditCase], values: list[V
         if is_same:  # identical update: same perplexity, the swapped edit's own anatomy
             r = s_edit.report
             s_out = dataclasses.replace(p_out, numerator_norm=r.numerator_norm, denominator=r.denominator,
-                                        ratio=r.ratio, delta_norm=r.delta_norm)
+                                        ratio=r.ratio, update_norm=r.update_norm)
         else:
             s_out = next(swapped_out)
         rows.append({"intervention": PLAIN, "key_shift": 0.0, "measured": True,

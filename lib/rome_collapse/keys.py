@@ -13,6 +13,7 @@ import torch
 
 from .cache import entry_path, load_json, save_json
 from .config import CACHE_VERSION
+from .data import fill
 from .models import Bundle
 from .tokens import encode, subject_last_index
 from .trace import down_proj_inputs, run_base
@@ -87,7 +88,7 @@ def subject_lookups(bundle: Bundle, prompt: str, subject: str, templates: list[s
     lookups = []
     for template in templates:
         full_prompt = template.format(prompt)
-        lookups.append(Lookup(full_prompt.format(subject), subject_last_index(bundle, full_prompt, subject)))
+        lookups.append(Lookup(fill(full_prompt, subject), subject_last_index(bundle, full_prompt, subject)))
     return lookups
 
 

@@ -1,5 +1,11 @@
-"""Efficacy, generalisation, locality (CounterFact's scores), perplexity (the paper's ME-PPL script) and greedy
-continuations, with the model as it is (``outcomes.measure_edits`` applies each edit around them)."""
+"""How an edit is scored, with the model as it is (``outcomes.measure_edits`` applies each edit around them).
+
+* The paper's editing metrics (Tables 4 and 5 report EasyEdit's): :func:`paper_scores` — rewrite, rephrase and
+  locality accuracy as token shares (:func:`prediction_accuracy`, :func:`locality_reference`), and the rewrite
+  accuracy with a test-time editing prefix placed as the authors place it.
+* CounterFact's probability scores (ROME's own test, a second family): :func:`evaluate_cases`.
+* Perplexity as the paper's ME-PPL script computes it (:func:`perplexity`) and greedy :func:`continuations`.
+"""
 from __future__ import annotations
 
 import math
@@ -14,6 +20,94 @@ from .tokens import encode, pad_batch, subject_is_first_token, token_ids
 from .trace import block_input, blocks_skipped, lm_logits, run_base
 
 
+# --------------------------------------------------------------------------------------------
+# The paper's metrics: EasyEdit's token accuracies (evaluate_utils.test_prediction_acc, editor.py)
+# --------------------------------------------------------------------------------------------
+def _argmax_at_targets(bundle: Bundle, prompts: list[str], targets: list[str],
+                       batch_size: int = 16) -> list[tuple[list[int], list[int]]]:
+    """For each prompt, teacher-forced on ``prompt + " " + target`` (tokenised together, BOS per the bundle): the
+    model's argmax token at each position before a target token, and the target tokens themselves.
+
+    As EasyEdit counts it: the target starts where the prompt tokenised alone ends, so the prompt's length is that
+    of ``token_ids(prompt)`` even where the joint tokenisation splits the boundary differently. Right padding
+    leaves every real position's logits as they are for a causal model; logits are computed only where read."""
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        rows, spans = [], []
+        for prompt, target in zip(prompts[start:start + batch_size], targets[start:start + batch_size]):
+            full = token_ids(bundle, prompt + " " + target)
+            prompt_len = len(token_ids(bundle, prompt))
+            if not 0 < prompt_len < len(full):
+                raise ValueError(f"prompt {prompt!r} with target {target!r}: no target token to score")
+            rows.append(full)
+            spans.append((prompt_len, full[prompt_len:]))
+        batch = pad_batch(bundle, rows)
+        with torch.no_grad():
+            hidden = run_base(bundle, batch).last_hidden_state
+        for i, (prompt_len, labels) in enumerate(spans):
+            positions = torch.arange(prompt_len - 1, prompt_len - 1 + len(labels), device=hidden.device)
+            answers = lm_logits(bundle, hidden[i, positions]).argmax(-1).tolist()
+            out.append((answers, labels))
+    return out
+
+
+def prediction_accuracy(bundle: Bundle, prompts: list[str], targets: list[str]) -> list[float]:
+    """EasyEdit's ``test_prediction_acc``, one number per prompt: the share of the target's tokens that are the
+    model's argmax at the position before them, teacher-forced on ``prompt + " " + target``."""
+    return [sum(a == b for a, b in zip(answers, labels)) / len(labels)
+            for answers, labels in _argmax_at_targets(bundle, prompts, targets)]
+
+
+def locality_texts(case: EditCase) -> tuple[list[str], list[str]]:
+    """(prompts, teacher-forced targets) of a case's locality check: EasyEdit's ``locality_prompt`` with its
+    ``locality_ground_truth``, or ROME-format neighbourhood prompts with ``target_true``."""
+    target = case.locality_target if case.locality_target is not None else case.target_true
+    return list(case.neighborhood_prompts), [target] * len(case.neighborhood_prompts)
+
+
+def locality_reference(bundle: Bundle, case: EditCase) -> list[list[int]]:
+    """The unedited model's argmax tokens on the case's locality texts (take them before editing): EasyEdit's
+    ``pre`` locality output, against which the edited model's tokens are compared."""
+    prompts, targets = locality_texts(case)
+    return [answers for answers, _ in _argmax_at_targets(bundle, prompts, targets)] if prompts else []
+
+
+@dataclass
+class PaperScores:
+    """The paper's (EasyEdit's) metrics of one edit, each a share of tokens in [0, 1]; None where not measured."""
+    rewrite_acc: float  # the rewrite prompt
+    rephrase_acc: float | None  # mean over the paraphrase prompts
+    locality_acc: float | None  # mean over the locality prompts: tokens unchanged by the edit
+    rewrite_acc_prefix: float | None  # the rewrite prompt behind an editing prefix, mean over the prefixes
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paper_scores(bundle: Bundle, case: EditCase, locality_before: list[list[int]] | None = None,
+                 prefixes: list[str] | None = None) -> PaperScores:
+    """The paper's metrics of ``case`` on the model as it is now (wrap in ``rome.applied`` to score an edit).
+
+    ``locality_before``: :func:`locality_reference` of the unedited model (no locality without it). ``prefixes``:
+    editing prefixes (context templates other than "{}"); as the authors' editor does (editor.py 359–362) each is
+    put in front of the *rewrite prompt only* — rephrase and locality prompts are never prefixed — for every
+    request, and ``rewrite_acc_prefix`` is the mean over all of them: the expectation of their random choice."""
+    texts = [case.text] + [p.format(case.text) for p in prefixes or []]
+    paraphrases = list(case.paraphrase_prompts)
+    acc = prediction_accuracy(bundle, texts + paraphrases, [case.target_new] * (len(texts) + len(paraphrases)))
+    rewrite, with_prefix, rephrase = acc[0], acc[1:len(texts)], acc[len(texts):]
+    locality = None
+    if locality_before is not None and case.neighborhood_prompts:
+        after = locality_reference(bundle, case)
+        locality = sum(sum(a == b for a, b in zip(post, pre)) / len(pre)
+                       for post, pre in zip(after, locality_before)) / len(after)
+    return PaperScores(rewrite, sum(rephrase) / len(rephrase) if rephrase else None, locality,
+                       sum(with_prefix) / len(with_prefix) if with_prefix else None)
+
+
+# --------------------------------------------------------------------------------------------
+# CounterFact's probability scores (ROME's own test)
+# --------------------------------------------------------------------------------------------
 def target_nll(bundle: Bundle, prompts: list[str], targets: list[str], batch_size: int = 32) -> torch.Tensor:
     """Mean negative log-probability per token of " " + target after each prompt (as CounterFact scores it)."""
     scores = []

@@ -1,9 +1,10 @@
 """What an edit does to the model: each edit applied alone, measured, and the weights restored.
 
 * :class:`EditOutcome`: one edit's anatomy (numerator, denominator, ratio, ‖ΔW‖), the perplexity before and after
-  it, whether it collapsed the model (``collapse.collapsed``), and its efficacy, generalisation and locality.
+  it, whether it collapsed the model (``collapse.collapsed``), and its scores: the paper's metrics (rewrite,
+  rephrase and locality accuracy; rewrite accuracy behind an editing prefix) and CounterFact's (``cf_*``).
 * :func:`measure_edits`: the one place edits are measured — perplexity, scores (optionally with the paper's
-  test-time prefix), or both; :func:`edit_and_measure`: edit every case of a selection and measure each edit.
+  test-time prefixes), or both; :func:`edit_and_measure`: edit every case of a selection and measure each edit.
 * :func:`saved_edits`: an earlier run's per-edit table, when it holds exactly these edits (so that each
   measurement is made once and read by whoever needs it: notebooks 03, 04 and 06).
 * :func:`group_stats`: summaries of a per-edit table by group; :func:`continuation_table`: what the model writes
@@ -29,8 +30,11 @@ from .stats import SecondMoment
 
 @dataclass
 class EditOutcome:
-    """One edit and its effect on the model: the update's anatomy, perplexity, and the edit's scores
-    (None where not measured)."""
+    """One edit and its effect on the model: the update's anatomy, perplexity, and the edit's scores (None where
+    not measured). ``rewrite_acc``, ``rephrase_acc``, ``locality_acc`` are the paper's metrics (EasyEdit's token
+    accuracies, ``metrics.paper_scores``), ``rewrite_acc_prefix`` the rewrite accuracy behind an editing prefix
+    (the authors' placement, mean over the prefixes); ``cf_*`` are CounterFact's probability scores
+    (``metrics.evaluate_cases``: target_new against target_true), a second family."""
     case_id: int | str
     group: str
     variant: str
@@ -38,20 +42,28 @@ class EditOutcome:
     subject: str
     prompt: str
     target_new: str
-    numerator_norm: float
-    denominator: float
-    ratio: float
-    delta_norm: float
+    numerator_norm: float  # ‖v* − W k − b‖
+    denominator: float  # k·u, u = C⁻¹k̄/‖C⁻¹k̄‖ (what the authors' code prints)
+    ratio: float  # (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄)
+    update_norm: float  # ‖ΔW‖
     ppl_before: float | None
     ppl_after: float | None
     collapsed: bool | None
-    efficacy: float | None = None
-    generalization: float | None = None
-    locality: float | None = None
-    test_prefix: bool = False
+    rewrite_acc: float | None = None
+    rephrase_acc: float | None = None
+    locality_acc: float | None = None
+    rewrite_acc_prefix: float | None = None
+    cf_efficacy: float | None = None
+    cf_generalization: float | None = None
+    cf_locality: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def ppl_ratio(self) -> float | None:
+        """Perplexity after / before: the one ratio the collapse rule reads."""
+        return None if self.ppl_after is None or self.ppl_before is None else self.ppl_after / self.ppl_before
 
     @classmethod
     def from_row(cls, row) -> EditOutcome:
@@ -60,34 +72,37 @@ class EditOutcome:
 
 
 def measure_edits(bundle: Bundle, edits: list[rome.Edit], groups: dict, ppl_texts: list[str] | None = None,
-                  ppl_before: float | None = None, test_prefix: str | None = None, scores: bool = True,
+                  ppl_before: float | None = None, scores: bool = True, test_prefixes: list[str] | None = None,
                   progress: bool = True, workers: int = 1) -> list[EditOutcome]:
-    """Apply each edit alone, measure what it did, restore the weights. One outcome per edit, in order.
+    """Apply each edit alone, measure what it did, restore the weights. One outcome per edit, in order: the one
+    place edits are measured.
 
     ``groups`` maps case_id to its group. With ``ppl_texts``: perplexity after the edit on them (ME-PPL, as the
     paper's script computes it) against ``ppl_before`` (measured here when not given), and ``collapsed``.
-    With ``scores``: efficacy, generalisation and locality of the edit's own case (``metrics.evaluate_cases``);
-    ``test_prefix`` goes in front of the prompts of cases whose subject is the first token (the paper's
-    test-time fix, Table 5). ``workers``: threads measuring edits side by side (``parallel.map_on_copies``).
-    The blocks below the lowest edited layer run once per perplexity batch, not once per edit
-    (``metrics.LowerStates``).
+    With ``scores``: the paper's metrics of the edit's own case (locality against the unedited model's tokens,
+    taken just before the edit) and CounterFact's scores; with ``test_prefixes`` (editing prefixes, e.g.
+    ``templates[1:]``) also the rewrite accuracy behind each of them, averaged (Table 5, the authors' placement).
+    ``workers``: threads measuring edits side by side (``parallel.map_on_copies``). The blocks below the lowest
+    edited layer run once per perplexity batch, not once per edit (``metrics.LowerStates``).
     """
     lower = metrics.LowerStates(min(e.layer for e in edits)) if edits and ppl_texts is not None else None
     if ppl_texts is not None and ppl_before is None:
         ppl_before = metrics.perplexity(bundle, ppl_texts, lower=lower).mean
 
     def measure(b: Bundle, e: rome.Edit) -> EditOutcome:
+        reference = metrics.locality_reference(b, e.case) if scores else None  # the unedited model's tokens
         with rome.applied(b, e):
             ppl_after = metrics.perplexity(b, ppl_texts, lower=lower).mean if ppl_texts is not None else None
-            s = metrics.evaluate_cases(b, [e.case], test_prefix=test_prefix)[0] if scores else None
+            paper = metrics.paper_scores(b, e.case, reference, test_prefixes) if scores else None
+            cf = metrics.evaluate_cases(b, [e.case])[0] if scores else None
         r = e.report
         return EditOutcome(
             e.case.case_id, groups.get(e.case.case_id, "?"), r.variant, r.setting, e.case.subject, e.case.prompt,
-            e.case.target_new, r.numerator_norm, r.denominator, r.ratio, r.delta_norm,
+            e.case.target_new, r.numerator_norm, r.denominator, r.ratio, r.update_norm,
             ppl_before if ppl_texts is not None else None, ppl_after,
             collapsed(ppl_after / ppl_before) if ppl_texts is not None else None,
-            s.efficacy if s else None, s.generalization if s else None, s.locality if s else None,
-            bool(s.test_prefix) if s else False)
+            *((paper.rewrite_acc, paper.rephrase_acc, paper.locality_acc, paper.rewrite_acc_prefix,
+               cf.efficacy, cf.generalization, cf.locality) if scores else ()))
 
     return map_on_copies(bundle, measure, edits, workers, desc="measuring edits", progress=progress)
 
@@ -95,7 +110,7 @@ def measure_edits(bundle: Bundle, edits: list[rome.Edit], groups: dict, ppl_text
 def edit_and_measure(bundle: Bundle, selection: dict[str, list[EditCase]], templates: list[str],
                      second_moment: SecondMoment, ppl_texts: list[str], variants=rome.VARIANTS,
                      scores: bool = True, batch_size: int = 8, progress: bool = True, workers: int = 1,
-                     ppl_before: float | None = None) -> list[EditOutcome]:
+                     ppl_before: float | None = None, test_prefixes: list[str] | None = None) -> list[EditOutcome]:
     """Edit every selected case with every variant (v* shared and cached) and measure each edit alone
     (variant by variant, cases in the selection's order), on ``workers`` threads. ``ppl_before``: the unedited
     perplexity on ``ppl_texts`` when already measured."""
@@ -106,10 +121,10 @@ def edit_and_measure(bundle: Bundle, selection: dict[str, list[EditCase]], templ
     if ppl_before is None:
         ppl_before = metrics.perplexity(bundle, ppl_texts).mean
     return measure_edits(bundle, [e for v in variants for e in edits[v]], groups, ppl_texts, ppl_before,
-                         scores=scores, progress=progress, workers=workers)
+                         scores=scores, test_prefixes=test_prefixes, progress=progress, workers=workers)
 
 
-ANATOMY = ("numerator_norm", "denominator", "ratio", "delta_norm")  # what identifies an edit's update in a table
+ANATOMY = ("numerator_norm", "denominator", "ratio", "update_norm")  # what identifies an edit's update in a table
 
 
 def saved_edits(saved: str | Path | pd.DataFrame, edits: dict[str, list[rome.Edit]], setting: str,

@@ -51,7 +51,7 @@ class EditReport:
     numerator_norm: float  # ‖v* − W k − b‖
     denominator: float  # k · u
     ratio: float
-    delta_norm: float  # ‖ΔW‖ (Frobenius)
+    update_norm: float  # ‖ΔW‖ (Frobenius)
     unprefixed_key_norm: float
     prefixed_key_norm: float
     key_distance: float  # ‖kᵘ − k̄‖
@@ -97,7 +97,7 @@ def rank_one_update(weight: torch.Tensor, second_moment: SecondMoment, unprefixe
     denominator = left @ key
     delta = torch.outer(numerator / denominator, left)
     parts = {"numerator_norm": numerator.norm().item(), "denominator": (denominator / left.norm()).item(),
-             "ratio": float(_ratio(k_u, k_bar, left)), "delta_norm": delta.norm().item(),
+             "ratio": float(_ratio(k_u, k_bar, left)), "update_norm": delta.norm().item(),
              "unprefixed_key_norm": k_u.norm().item(), "prefixed_key_norm": k_bar.norm().item(),
              "key_distance": (k_u - k_bar).norm().item()}
     return delta, parts

@@ -40,7 +40,7 @@ from .stats import SecondMoment
 log = logging.getLogger(__name__)
 
 STREAMS = ("mixed", "normal")
-STATE_VERSION = 1  # bumped when what a saved state holds changes
+STATE_VERSION = 2  # bumped when what a saved state holds changes
 FIRST_SHARE = 0.2  # the mixed stream: about one edit in five has its subject as the first token
 THRESHOLDS = (2.0, COLLAPSE_FACTOR)  # perplexity factors marked on the trajectories
 
@@ -148,8 +148,8 @@ class StepRow:
     ratio: float  # (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) of this edit
     denominator: float
     numerator_norm: float
-    delta_norm: float  # ‖ΔW‖ of this edit
-    total_delta_norm: float  # ‖W − W₀‖ after it: all edits so far
+    update_norm: float  # ‖ΔW‖ of this edit
+    total_update_norm: float  # ‖W − W₀‖ after it: all edits so far
     v_steps: int
     v_loss: float
     efficacy: float  # this edit's efficacy right after it (target_new beats target_true on its prompt)
@@ -216,14 +216,14 @@ def summary(results: list[SequentialResult], factors: tuple[float, ...] = THRESH
                "of": len(res.stream), "subject_first_edits": sum(r.subject_first for r in res.rows),
                "ppl_before": res.ppl_before, "last_ppl": measured[-1].ppl if measured else float("nan"),
                "last_ppl_ratio": measured[-1].ppl_ratio if measured else float("nan"),
-               "max_edit_delta_norm": max((r.delta_norm for r in res.rows), default=float("nan")),
+               "max_edit_update_norm": max((r.update_norm for r in res.rows), default=float("nan")),
                "retained_efficacy": retained[-1].retained_efficacy if retained else float("nan"),
                "retained_first": retained[-1].retained_first if retained else float("nan"),
                "stopped": res.stopped or ""}
         for f in factors:
             hit = res.first_crossing(f)
             window = res.window(hit) if hit else []
-            biggest = max(window, key=lambda r: r.delta_norm) if window else None
+            biggest = max(window, key=lambda r: r.update_norm) if window else None
             row[f"first_{f:g}x"] = hit.step if hit else None
             row[f"first_{f:g}x_window"] = f"{window[0].step}–{window[-1].step}" if window else ""
             row[f"first_{f:g}x_subject_first_in_window"] = any(r.subject_first for r in window) if window else None
@@ -363,7 +363,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
             r = edit.report
             row = StepRow(stream.name, variant, bundle.setting, step, str(case.case_id), stream.groups[i],
                           stream.groups[i] == "collapse-prone", case.subject, case.target_new, r.ratio,
-                          r.denominator, r.numerator_norm, r.delta_norm,
+                          r.denominator, r.numerator_norm, r.update_norm,
                           (weight.detach().double() - original.double()).norm().item(), value.steps,
                           value.final_loss, _efficacy(bundle, [case])[0])
             del edit, value

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .data import fill
 from .models import Bundle
 
 
@@ -47,14 +48,14 @@ def encode(bundle: Bundle, texts: list[str]) -> Batch:
 
 
 def subject_token_span(bundle: Bundle, prompt: str, subject: str) -> tuple[int, int]:
-    """(first, last) positions of the subject's tokens in ``prompt.format(subject)``, BOS counted when on.
+    """(first, last) positions of the subject's tokens in ``fill(prompt, subject)``, BOS counted when on.
 
     Uses the tokenizer's character offsets, so it is right for multi-token subjects, for
     subjects at the start or in the middle, and for tokenizers that glue a space to the word.
     """
     if prompt.count("{}") != 1:
         raise ValueError(f"prompt must contain exactly one '{{}}': {prompt!r}")
-    text = prompt.format(subject)
+    text = fill(prompt, subject)
     start = prompt.index("{}")
     end = start + len(subject)  # one past the subject's last character
     enc = bundle.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

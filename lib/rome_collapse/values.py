@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .cache import digest, entry_path, load_tensors, save_tensors
 from .config import CACHE_VERSION
-from .data import EditCase
+from .data import EditCase, fill
 from .models import Bundle, HParams, get_module
 from .parallel import map_on_copies
 from .tokens import pad_batch, subject_last_index, token_ids
@@ -113,7 +113,7 @@ def _build_rows(bundle: Bundle, cases: list[EditCase], templates: list[str], los
         first_row.append(len(ids))
         for t, template in enumerate(templates):
             prompt = template.format(case.prompt)
-            prompt_ids = token_ids(bundle, prompt.format(case.subject))
+            prompt_ids = token_ids(bundle, fill(prompt, case.subject))
             row = len(ids)
             # Teacher forcing: the prompt, then all target tokens but the last.
             ids.append(prompt_ids + target[:-1])

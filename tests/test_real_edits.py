@@ -57,11 +57,12 @@ def test_cli_edit_prints_one_json_object():
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["setting"] == "rome" and result["model"] == "smollm2-135m"
-    for key in ("variant", "numerator_norm", "denominator", "ratio", "delta_norm", "ppl_before", "ppl_after",
-                "efficacy", "generalization", "locality"):
+    for key in ("variant", "numerator_norm", "denominator", "ratio", "update_norm", "ppl_before", "ppl_after",
+                "rewrite_acc", "rephrase_acc", "locality_acc", "rewrite_acc_prefix", "cf_efficacy"):
         assert key in result
-    assert result["variant"] == "c-rome" and result["efficacy"] == 1.0
-    assert result["generalization"] is None and result["locality"] is None  # no paraphrases given
+    assert result["variant"] == "c-rome" and result["rewrite_acc"] == 1.0 and result["cf_efficacy"] == 1.0
+    assert result["rephrase_acc"] is None and result["locality_acc"] is None  # no paraphrases or neighbours given
+    assert result["rewrite_acc_prefix"] is None  # no --test-prefix
 
 
 def test_cli_risk_with_explicit_templates_in_the_paper_setting(tmp_path):
@@ -78,6 +79,9 @@ def test_cli_risk_with_explicit_templates_in_the_paper_setting(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["edit", "--prompt", "no placeholder", "--subject", "X", "--target-new", "Y"], "exactly one"),
     (["edit", "--prompt", "{} is", "--subject", "X"], "--target-new"),
+    (["edit", "--cases", "/nonexistent.json", "--case-id", "1"], "--cases /nonexistent.json"),
+    (["edit", "--cases", "lib/rome_collapse/resources/curated_cases.json"], "--case-id"),
+    (["edit", "--cases", "lib/rome_collapse/resources/curated_cases.json", "--case-id", "nope"], "no record with case_id nope"),
     (["edit", "--prompt", "{} is", "--subject", "X", "--target-new", "Y", "--variant", "memit"], "invalid choice"),
     (["risk", "--model", "nope", "--prompt", "{} is", "--subject", "X"], "unknown model"),
     (["risk", "--prompt", "{} is", "--subject", "X", "--setting", "memit"], "invalid choice"),

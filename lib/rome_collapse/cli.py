@@ -23,19 +23,26 @@ def _parser() -> argparse.ArgumentParser:
                             ("risk", "pre-flight: ROME's denominator ratio from keys alone")):
         p = sub.add_parser(name, help=help_text)
         _model_arguments(p)
-        p.add_argument("--prompt", required=True, help="prompt with {} where the subject goes")
-        p.add_argument("--subject", required=True)
-        p.add_argument("--target-new", required=name == "edit", default="x")
+        p.add_argument("--prompt", default=None, help="prompt with {} where the subject goes")
+        p.add_argument("--subject", default=None)
+        p.add_argument("--target-new", default=None)
         p.add_argument("--target-true", default=None)
+        p.add_argument("--cases", default=None, metavar="FILE",
+                       help="take the request from a CounterFact file instead (ROME's format or EasyEdit's flat one)")
+        p.add_argument("--case-id", default=None, help="with --cases: the record's case_id")
         p.add_argument("--json", action="store_true", help="only the JSON line on standard output")
         if name == "edit":
-            p.add_argument("--variant", choices=("rome", "c-rome"), default="rome")
-            p.add_argument("--test-prefix", action="store_true",
-                           help="evaluate with an editing prefix when the subject is the first token")
+            p.add_argument("--variant", choices=("rome", "c-rome"), default=None,
+                           help="default: --hparams' if_c_rome, else rome")
+            p.add_argument("--test-prefix", action=argparse.BooleanOptionalAction, default=None,
+                           help="also report rewrite_acc_prefix: the rewrite accuracy with each editing prefix in front "
+                                "of the rewrite prompt (the authors' placement), mean over the prefixes "
+                                "(default: --hparams' if_prefix, else off)")
             p.add_argument("--ppl-texts", default="50",
                            help="ME-PPL set (50, 1k, 10k) or a JSON file with a list of strings")
             p.add_argument("--clamp-factor", type=float, default=None, metavar="F",
-                           help="bound ‖δ‖ of v* by F × ‖W kᵘ + b‖ (default: the model's, 4 as in ROME). Not the "
+                           help="bound ‖δ‖ of v* by F × ‖W kᵘ + b‖ (default: --hparams' or the model's, "
+                                "4 as in ROME). Not the "
                                 "paper's: 10 lifted C-ROME's efficacy with --test-prefix on subject-first cases "
                                 "in the rome setting without losing locality (notebook 10)")
     _scan_parser(sub)
@@ -77,9 +84,14 @@ def _prepare(args) -> int:
 def _model_arguments(p) -> None:
     """What every command needs to set up an edit: the model, its layer and setting, templates, C's sample."""
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--layer", type=int, default=None)
-    p.add_argument("--setting", choices=SETTINGS, default=DEFAULT_SETTING,
-                   help="paper: no C⁻¹, as the paper's runs (default); rome: C⁻¹ as Meng et al.'s ROME")
+    p.add_argument("--hparams", default=None, metavar="FILE",
+                   help="an EasyEdit ROME hyper-parameter YAML (the authors' hparams/ROME/*.yaml): its layers, v* "
+                        "settings, mom2_adjustment (the setting), if_c_rome (the variant) and if_prefix replace the "
+                        "model's defaults; the flags here win over it")
+    p.add_argument("--layer", type=int, default=None, help="default: --hparams' layers, else the model's")
+    p.add_argument("--setting", choices=SETTINGS, default=None,
+                   help=f"paper: no C⁻¹, as the paper's runs; rome: C⁻¹ as Meng et al.'s ROME "
+                        f"(default: --hparams' mom2_adjustment, else {DEFAULT_SETTING})")
     p.add_argument("--templates", default=None, metavar="FILE",
                    help="context templates: a JSON list of strings whose first entry is {} "
                         "(default: the model's generated templates)")
@@ -93,11 +105,28 @@ class _BadInput(ValueError):
     """An argument that names something unusable (a file, a model, a layer); the message says which."""
 
 
+def resolve_defaults(args, file) -> None:
+    """Fill the flags left unset (None) in ``args``: from the EasyEdit file ``file`` (``easyedit_hparams.read``'s
+    result, or None) where it says, else the built-in defaults. An explicit flag always wins. ``--layer`` and
+    ``--clamp-factor`` stay None: the file's values reach them through the bundle's hyper-parameters."""
+    said = file or argparse.Namespace(setting=None, variant=None, test_prefix=None)
+    args.setting = args.setting or said.setting or DEFAULT_SETTING
+    if hasattr(args, "variant"):  # edit only
+        args.variant = args.variant or said.variant or "rome"
+        args.test_prefix = bool(said.test_prefix) if args.test_prefix is None else args.test_prefix
+
+
 def _load(args):
-    """(bundle, what the update divides by, context templates) from the arguments of _model_arguments."""
-    from . import keys, models, stats
+    """(bundle, what the update divides by, context templates) from the arguments of _model_arguments, after
+    ``resolve_defaults`` has filled the flags left unset from ``--hparams``."""
+    from . import easyedit_hparams, keys, models, stats
     from .profiles import get_profile
 
+    try:
+        file = easyedit_hparams.read(args.hparams) if args.hparams else None
+    except (OSError, ValueError) as exc:  # HParamsFileError is a ValueError
+        raise _BadInput(f"--hparams: {exc}") from exc
+    resolve_defaults(args, file)
     templates = None
     if args.templates:
         try:
@@ -106,9 +135,12 @@ def _load(args):
             raise _BadInput(f"--templates: {exc}") from exc
     add_bos = {"auto": None, "on": True, "off": False}[args.bos]
     try:
-        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos, setting=args.setting)
+        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos, setting=args.setting,
+                                   hparams=file)
     except models.ModelNotAvailable as exc:
         raise _BadInput(str(exc)) from exc
+    except easyedit_hparams.HParamsFileError as exc:  # its layer is outside the model's
+        raise _BadInput(f"--hparams: {exc}") from exc
     if args.layer is not None:
         try:
             bundle = bundle.with_hparams(layer=bundle.edit_layer(args.layer))
@@ -208,18 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         return _scan(args)
     if args.command == "prepare":
         return _prepare(args)
-    from . import metrics, rome
-    from .data import CaseError, EditCase, parse_case
+    from . import outcomes, rome
+    from .data import CaseError
 
-    record = {"case_id": "cli", "requested_rewrite": {
-        "prompt": args.prompt, "subject": args.subject,
-        "target_new": {"str": args.target_new}, "target_true": {"str": args.target_true or "?"}}}
     try:
-        case: EditCase = parse_case(record)
+        case = _request(args)
     except CaseError as exc:
         parser.error(str(exc))
-    if args.subject not in args.prompt.format(args.subject):
-        parser.error("subject not found in prompt")
+    except (OSError, ValueError) as exc:  # missing file, not JSON (json.JSONDecodeError is a ValueError)
+        parser.error(f"--cases {args.cases}: {exc}")
     if getattr(args, "clamp_factor", None) is not None and not args.clamp_factor > 0:
         parser.error("--clamp-factor must be above 0")
     try:
@@ -237,20 +266,47 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     edit = rome.edit(bundle, case, templates, second_moment, variant=args.variant)
     edit_seconds = time.perf_counter() - start
-    texts = _ppl_texts(args.ppl_texts)
-    ppl_before = metrics.perplexity(bundle, texts).mean
-    prefix = templates[1] if args.test_prefix else None
-    with rome.applied(bundle, edit):
-        ppl_after = metrics.perplexity(bundle, texts).mean
-        scores = metrics.evaluate_cases(bundle, [case], test_prefix=prefix)[0] if args.target_true else None
-    out = {**edit.report.to_dict(), "model": args.model, "ppl_before": ppl_before, "ppl_after": ppl_after,
-           "efficacy": scores.efficacy if scores else None,
-           "generalization": scores.generalization if scores else None,
-           "locality": scores.locality if scores else None,
-           "test_prefix": prefix, "v_star_steps": edit.value.steps, "edit_seconds": edit_seconds,
-           "clamp_norm_factor": bundle.hparams.clamp_norm_factor}
+    scored = args.target_true is not None or args.cases is not None  # a bare --prompt edit: rewrite accuracy only
+    outcome = outcomes.measure_edits(bundle, [edit], {}, _ppl_texts(args.ppl_texts), scores=True,
+                                     test_prefixes=templates[1:] if args.test_prefix else None, progress=False)[0]
+    measured = outcome.to_dict()
+    if not scored:
+        for name in ("rephrase_acc", "locality_acc", "cf_efficacy", "cf_generalization", "cf_locality"):
+            measured[name] = None
+    out = {**edit.report.to_dict(), "model": args.model, "case_id": case.case_id,
+           **{k: measured[k] for k in ("ppl_before", "ppl_after", "collapsed", "rewrite_acc", "rephrase_acc",
+                                       "locality_acc", "rewrite_acc_prefix", "cf_efficacy", "cf_generalization",
+                                       "cf_locality")},
+           "test_prefixes": len(templates) - 1 if args.test_prefix else 0, "v_star_steps": edit.value.steps,
+           "edit_seconds": edit_seconds, "clamp_norm_factor": bundle.hparams.clamp_norm_factor,
+           "hparams_file": args.hparams}
     print(json.dumps(out))
     return 0
+
+
+def _request(args):
+    """The edit request: a record of ``--cases`` picked by ``--case-id``, or one made of ``--prompt``, ``--subject``,
+    ``--target-new`` and ``--target-true``. Raises CaseError naming what is wrong."""
+    from .data import CaseError, load_cases, parse_case
+
+    if args.cases is not None:
+        if args.case_id is None:
+            raise CaseError("--cases needs --case-id (the record to edit)")
+        given = [n for n in ("prompt", "subject", "target_new", "target_true") if getattr(args, n) is not None]
+        if given:
+            raise CaseError(f"--cases takes the request from the file; drop --{given[0].replace('_', '-')}")
+        found = [c for c in load_cases(args.cases) if str(c.case_id) == str(args.case_id)]
+        if not found:
+            raise CaseError(f"{args.cases}: no record with case_id {args.case_id}")
+        return found[0]
+    missing = [n for n in ("prompt", "subject") + (("target_new",) if args.command == "edit" else ())
+               if getattr(args, n) is None]
+    if missing:
+        raise CaseError(f"--{missing[0].replace('_', '-')} is required (or --cases FILE --case-id N)")
+    record = {"case_id": "cli", "requested_rewrite": {
+        "prompt": args.prompt, "subject": args.subject,
+        "target_new": {"str": args.target_new or "x"}, "target_true": {"str": args.target_true or "?"}}}
+    return parse_case(record)
 
 
 if __name__ == "__main__":

@@ -339,15 +339,22 @@ def _source_id(name: str, source: str, model: torch.nn.Module) -> str:
 
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None, add_bos: bool | None = None,
-               device_map: str | None = None, setting: str = DEFAULT_SETTING) -> Bundle:
+               device_map: str | None = None, setting: str | None = None, hparams=None) -> Bundle:
     """Load a model by name into a :class:`Bundle` with the hyper-parameters of ``setting``.
 
     ``add_bos=None`` keeps the tokenizer's own habit (SmolLM2 and GPT-2: no BOS; Gemma and Llama-2: BOS).
     ``device_map="auto"`` spreads a large hub model over several GPUs (needs accelerate).
+    ``hparams``: an EasyEdit ROME YAML file (a path, or ``easyedit_hparams.read``'s result) whose values replace
+    the model's; keys it lacks keep the model's. ``setting`` wins over the file's ``mom2_adjustment``; without
+    either it is ``DEFAULT_SETTING``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_setting(setting)
+    from . import easyedit_hparams
+
+    if hparams is not None and not isinstance(hparams, easyedit_hparams.EasyEditHParams):
+        hparams = easyedit_hparams.read(hparams)  # before the model: a bad file fails fast
+    setting = check_setting(setting or (hparams and hparams.setting) or DEFAULT_SETTING)
     dtype = dtype or torch.float32
     if name in EMBEDDED:
         source, kwargs = str(_embedded_dir(name)), {}
@@ -372,11 +379,15 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
         tokenizer.pad_token = tokenizer.eos_token
     spec = spec_for(model)
     bundle = Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec,
-                    hparams=hparams_for(name, getattr(model.config, "num_hidden_layers", None), setting),
+                    hparams=hparams_for(name, getattr(model.config, "num_hidden_layers", None), setting).replace(
+                        **(hparams.changes if hparams else {})),
                     add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos,
                     weights_id=f"{name}@{_source_id(name, source, model)}-{str(dtype).removeprefix('torch.')}")
     if bundle.add_bos and tokenizer.bos_token_id is None:
         raise ValueError(f"{name}'s tokenizer has no BOS token; use add_bos=False")
+    if hparams is not None and not 0 <= bundle.hparams.layer < bundle.num_layers:
+        raise easyedit_hparams.HParamsFileError(f"{hparams.path}: layers: {bundle.hparams.layer} is outside "
+                                                f"{name}'s 0..{bundle.num_layers - 1}")
     return bundle
 
 

@@ -128,7 +128,7 @@ def test_study_table(tiny, setup):
     study = clamp_study.run_study({"paper": bundle}, CASES[:1], {"paris": "collapse-prone"}, templates,
                                   {"paper": stats.covariance(bundle)}, texts, templates[1:3], variants, progress=False)
     assert list(study["variant"]) == [v.name for v in variants]
-    for column in ("efficacy", "efficacy with prefix", "generalization", "locality with prefix", "ppl_ratio",
+    for column in ("rewrite_acc", "rewrite_acc_prefix", "rephrase_acc", "locality_acc", "cf_efficacy", "ppl_ratio",
                    "target_prob", "delta_norm", "clamp_bound", "steps", "collapsed"):
         assert column in study and study[column].notna().all(), column
     assert (study["delta_norm"] <= study["clamp_bound"] * 1.001).all()
@@ -168,5 +168,5 @@ def test_cli_edit_with_a_larger_clamp_factor(tmp_path):
                "--ppl-texts", str(texts), "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["clamp_norm_factor"] == 10.0 and result["setting"] == "paper" and result["test_prefix"]
-    assert result["efficacy"] == 1.0
+    assert result["clamp_norm_factor"] == 10.0 and result["setting"] == "paper" and result["test_prefixes"] == 20
+    assert result["rewrite_acc_prefix"] >= 0.9, result  # behind the editing prefixes, as the authors test it

@@ -49,6 +49,18 @@ def test_layer_concentration_is_causal_and_batched(tiny):
     assert key["mean_distance"] == pytest.approx(direct["mean_distance"], rel=1e-4)
 
 
+def test_layer_key_concentration_reads_every_layer_as_its_own_pass_would(tiny):
+    later = [Lookup(t, p) for t, p in zip(TEXTS, [3, 5, 2, 6])]
+    rows = representations.layer_key_concentration(tiny, later)
+    assert [r["layer"] for r in rows] == list(range(tiny.num_layers))
+    for layer in (0, tiny.num_layers - 1):
+        one = representations.key_concentration(tiny, later, layer=layer)
+        assert rows[layer]["mean_distance"] == pytest.approx(one["mean_distance"], rel=1e-5)
+    assert rows[0]["mean_distance"] != pytest.approx(rows[-1]["mean_distance"], rel=1e-3)  # the layer matters
+    first = representations.layer_key_concentration(tiny, [Lookup(t, 0) for t in TEXTS], layers=[1])
+    assert [r["layer"] for r in first] == [1] and first[0]["mean_distance"] < 1e-4  # "The" in every text
+
+
 def test_shortest_prefix_keeps_the_early_tokens(tiny):
     text = TEXTS[1]
     assert representations.shortest_prefix(tiny, text, 0) == "The"
@@ -104,6 +116,24 @@ def minilm():
         return models.load_encoder("minilm", device="cpu")
     except models.ModelNotAvailable as exc:
         pytest.skip(str(exc))
+
+
+def test_encoder_layer_keys_read_cls_first_word_and_later_words_at_every_layer(minilm):
+    model, tokenizer = minilm
+    texts = ["Paris is the capital of France.", "The cat sat on the mat and purred loudly."]
+    by_layer = representations.encoder_layer_keys(model, tokenizer, texts)
+    assert sorted(by_layer) == list(range(model.config.num_hidden_layers))
+    for layer in (0, 3):
+        first, later = representations.encoder_mlp_keys(model, tokenizer, texts, layer)
+        sets = by_layer[layer]
+        torch.testing.assert_close(sets["first word (pos 1)"], first)
+        torch.testing.assert_close(sets["later token (pos ≥ 2)"], later)
+        assert sets["[CLS] (pos 0)"].shape == first.shape
+    assert not torch.allclose(by_layer[0]["[CLS] (pos 0)"], by_layer[3]["[CLS] (pos 0)"])
+    rows = representations.encoder_concentration(model, tokenizer, texts, layers=[3])
+    assert [(r["token set"], r["layer"]) for r in rows] == [(name, 3) for name in representations.ENCODER_SETS]
+    assert rows[1]["mean_distance"] == pytest.approx(
+        representations.mean_distance_to_centroid(by_layer[3]["first word (pos 1)"]), rel=1e-6)
 
 
 def test_encoder_mlp_keys_match_a_manual_forward(minilm):

@@ -4,10 +4,12 @@ ROME bounds ‖δ‖ by ``clamp_norm_factor`` × ‖W kᵘ + b‖ taken at the u
 For a subject-first case that output is the very first token's, several times smaller than at later tokens
 and far from W k̄ + b, the output C-ROME's update writes to. The variants below change one thing each
 (``values.ValueOptions`` or the clamp factor); every edit is C-ROME, applied alone and measured:
-efficacy, generalisation and locality without and with a test-time prefix, ME-PPL perplexity, and what
+the paper's (EasyEdit) metrics — rewrite accuracy (efficacy) without and with a test-time editing prefix,
+rephrase accuracy (generalisation), locality accuracy —, CounterFact's scores, ME-PPL perplexity, and what
 the v* optimisation itself ended with (target probability, ‖δ‖ against its bound, steps).
 None of the variants is the paper's, except the first, which is ROME's v* as the authors ran it.
-The verdict's rule is ``claims.clamp_checks`` and ``claims.judge_clamp_study``.
+:func:`clamp_checks` summarises the study per variant; the verdict's rule is ``rules.beyond.judge_clamp_study``,
+about the prefixed clamp (ii) against ROME's clamp (i).
 """
 from __future__ import annotations
 
@@ -17,18 +19,18 @@ from dataclasses import dataclass, field
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import metrics, rome
+from . import criteria, metrics, rome
 from .data import EditCase
 from .collapse import collapsed
 from .keys import case_keys
 from .models import Bundle
 from .stats import SecondMoment
-from .tokens import subject_is_first_token
 from .values import ValueOptions, ValueResult, values_for
 
 log = logging.getLogger(__name__)
 
-SCORES = ("efficacy", "generalization", "locality")
+PAPER_SCORES = ("rewrite_acc", "rephrase_acc", "locality_acc", "rewrite_acc_prefix")  # metrics.PaperScores
+CF_SCORES = ("efficacy", "generalization", "locality")  # metrics.CaseMetrics, kept as cf_<name>
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,11 @@ class ValueVariant:
 
 LARGER_CLAMP_FACTOR = 10.0  # 2.5 × ROME's 4: between ROME's bound and the prefixed clamp's (about 5× on SmolLM2)
 
+PAPER_CLAMP, PREFIXED_CLAMP = "(i) paper clamp", "(ii) prefixed clamp"  # the verdict compares these two
+
 VALUE_VARIANTS = (
-    ValueVariant("(i) paper clamp", "ROME's v*: starts at W kᵘ + b, ‖δ‖ ≤ 4‖W kᵘ + b‖, loss over all templates"),
-    ValueVariant("(ii) prefixed clamp", "‖δ‖ ≤ 4‖W k̄ + b‖ (the mean output over the templates)",
+    ValueVariant(PAPER_CLAMP, "ROME's v*: starts at W kᵘ + b, ‖δ‖ ≤ 4‖W kᵘ + b‖, loss over all templates"),
+    ValueVariant(PREFIXED_CLAMP, "‖δ‖ ≤ 4‖W k̄ + b‖ (the mean output over the templates)",
                  ValueOptions(clamp_reference="prefixed")),
     ValueVariant("(iii) larger factor", f"‖δ‖ ≤ {LARGER_CLAMP_FACTOR:g}‖W kᵘ + b‖ (ROME's clamp, a larger factor)",
                  clamp_factor=LARGER_CLAMP_FACTOR),
@@ -77,19 +81,13 @@ def values_by_variant(bundle: Bundle, cases: list[EditCase], templates: list[str
     return out
 
 
-def _scores(bundle: Bundle, case: EditCase, test_prefixes: list[str]) -> dict:
-    """Scores without a prefix and, for a subject-first case, the mean over the test-time prefixes."""
-    plain = metrics.evaluate_cases(bundle, [case])[0]
-    row = {s: getattr(plain, s) for s in SCORES}
-    row["p_new"] = plain.p_new
-    prefixed = [plain]
-    if test_prefixes and subject_is_first_token(bundle, case.prompt, case.subject):
-        prefixed = [metrics.evaluate_cases(bundle, [case], test_prefix=p)[0] for p in test_prefixes]
-    for s in SCORES:
-        values = [getattr(m, s) for m in prefixed if getattr(m, s) is not None]
-        row[f"{s} with prefix"] = sum(values) / len(values) if values else None
-    row["p_new with prefix"] = sum(m.p_new for m in prefixed) / len(prefixed)
-    return row
+def _scores(bundle: Bundle, case: EditCase, locality_before: list[list[int]], test_prefixes: list[str]) -> dict:
+    """The paper's metrics (the rewrite prompt also behind each test-time prefix, mean over them, as the authors
+    place it) and CounterFact's scores without a prefix."""
+    paper = metrics.paper_scores(bundle, case, locality_before, test_prefixes).to_dict()
+    cf = metrics.evaluate_cases(bundle, [case])[0]
+    return {**{s: paper[s] for s in PAPER_SCORES}, **{f"cf_{s}": getattr(cf, s) for s in CF_SCORES},
+            "p_new": cf.p_new}
 
 
 def run_study(bundles: dict[str, Bundle], cases: list[EditCase], groups: dict, templates: list[str],
@@ -98,16 +96,18 @@ def run_study(bundles: dict[str, Bundle], cases: list[EditCase], groups: dict, t
     """One row per setting, variant and case: the C-ROME edit from that variant's v*, applied alone.
 
     ``bundles`` and ``second_moments`` map each setting to its bundle (the same weights) and C. v* does not
-    depend on C, so each variant's v* is computed once and edited into both settings. Columns: the scores
-    without and with the prefix (mean over ``test_prefixes``; for cases whose subject is not first the two
-    are the same), perplexity after the edit and its ratio to the unedited one, ``collapsed`` (over
-    ``collapse.COLLAPSE_FACTOR``×), and v*'s own numbers: ``target_prob`` (mean probability of target_new over the
-    loss's templates at the last step), ``delta_norm`` ‖δ‖, ``clamp_bound``, ``clamped`` (‖δ‖ at the bound),
-    ``start_norm`` ‖target_init‖, ``steps``; and ‖ΔW‖ (``update_norm``).
+    depend on C, so each variant's v* is computed once and edited into both settings. Columns: the paper's
+    metrics (``PAPER_SCORES``: locality against the unedited model's tokens; ``rewrite_acc_prefix`` the mean over
+    ``test_prefixes``, for every case), CounterFact's (``cf_*``, ``p_new``), perplexity after the edit and its
+    ratio to the unedited one, ``collapsed`` (over ``collapse.COLLAPSE_FACTOR``×), and v*'s own numbers:
+    ``target_prob`` (mean probability of target_new over the loss's templates at the last step), ``delta_norm``
+    ‖δ‖, ``clamp_bound``, ``clamped`` (‖δ‖ at the bound), ``start_norm`` ‖target_init‖, ``steps``; and ‖ΔW‖
+    (``update_norm``).
     """
     first = next(iter(bundles.values()))
     values = values_by_variant(first, cases, templates, variants, progress)
     case_keys_ = [case_keys(first, c.prompt, c.subject, templates) for c in cases]
+    references = [metrics.locality_reference(first, c) for c in cases]  # the unedited model's tokens
     ppl_before = metrics.perplexity(first, ppl_texts).mean
     rows = []
     jobs = [(s, v, k) for s in bundles for v in variants for k in range(len(cases))]
@@ -116,7 +116,7 @@ def run_study(bundles: dict[str, Bundle], cases: list[EditCase], groups: dict, t
         edit = rome.make_edit(bundle, case, value, case_keys_[k], second_moments[setting], "c-rome")
         with rome.applied(bundle, edit):
             ppl_after = metrics.perplexity(bundle, ppl_texts).mean
-            scores = _scores(bundle, case, test_prefixes)
+            scores = _scores(bundle, case, references[k], test_prefixes)
         bound = value.clamp_bound
         rows.append({
             "setting": setting, "variant": variant.name, "case_id": case.case_id, "group": groups.get(case.case_id, "?"),
@@ -126,18 +126,48 @@ def run_study(bundles: dict[str, Bundle], cases: list[EditCase], groups: dict, t
             "target_prob": value.target_prob, "delta_norm": value.delta.norm().item(), "clamp_bound": bound,
             "clamped": bound is not None and value.delta.norm().item() >= 0.999 * bound,
             "start_norm": value.target_init.norm().item(), "steps": value.steps,
-            "update_norm": edit.report.delta_norm})
+            "update_norm": edit.report.update_norm})
     return pd.DataFrame(rows)
 
 
 def summary(study: pd.DataFrame) -> pd.DataFrame:
     """Means per setting, group and variant (in the study's variant order), with the worst perplexity ratio."""
     order = list(dict.fromkeys(study["variant"]))
-    cols = ["efficacy", "efficacy with prefix", "generalization", "generalization with prefix", "locality",
-            "locality with prefix", "target_prob", "delta_norm", "clamp_bound"]
+    cols = [*PAPER_SCORES, *(f"cf_{s}" for s in CF_SCORES), "target_prob", "delta_norm", "clamp_bound"]
     out = study.groupby(["setting", "group", "variant"], sort=False).agg(
         edits=("case_id", "size"), **{c: (c, "mean") for c in cols}, clamped=("clamped", "mean"),
         ppl_ratio_max=("ppl_ratio", "max"), collapsed=("collapsed", "sum")).reset_index()
     out["variant"] = pd.Categorical(out["variant"], order, ordered=True)
     return out.sort_values(["setting", "group", "variant"]).reset_index(drop=True)
 
+
+
+def _meets(part: str, values: pd.Series) -> pd.Series:
+    """Whether each value meets the ``clamp-study`` part's rule in ``criteria.CRITERIA`` (NaN: no)."""
+    c = criteria.criterion("clamp-study", part)
+    return criteria.OPERATORS[c.op](values, c.threshold) & values.notna()
+
+
+def clamp_checks(study: pd.DataFrame, setting: str, baseline: str = PAPER_CLAMP) -> pd.DataFrame:
+    """One row per v* variant (in the study's order) of one setting, from :func:`run_study`'s table: ``cases``
+    (collapse-prone), their mean ``efficacy`` (rewrite accuracy) without and ``with prefix``, ``normal efficacy``,
+    mean ``locality`` (locality accuracy, all cases), the worst perplexity ratio, collapses, v*'s mean target
+    probability on collapse-prone cases; and, for comparison, each variant held to the rules the verdict holds the
+    prefixed clamp to (``reaches bar``, ``no collapse``, ``locality kept`` against ``baseline``, all three:
+    ``would restore``)."""
+    rows = study[study["setting"] == setting]
+    checks = []
+    for name, r in rows.groupby("variant", sort=False):
+        prone, normal = r[r["group"] == "collapse-prone"], r[r["group"] == "normal"]
+        checks.append({"variant": name, "cases": prone["case_id"].nunique(), "efficacy": prone["rewrite_acc"].mean(),
+                       "efficacy with prefix": prone["rewrite_acc_prefix"].mean(),
+                       "normal efficacy": normal["rewrite_acc"].mean() if len(normal) else float("nan"),
+                       "locality": r["locality_acc"].mean(), "ppl_ratio_max": r["ppl_ratio"].max(skipna=False),
+                       "collapsed": int(r["collapsed"].sum()), "target_prob": prone["target_prob"].mean()})
+    checks = pd.DataFrame(checks).set_index("variant")
+    checks["reaches bar"] = _meets("restores", checks["efficacy with prefix"])
+    checks["no collapse"] = _meets("no-collapse", checks["ppl_ratio_max"])
+    loss = (checks.loc[baseline, "locality"] - checks["locality"]).round(12)  # 0.6 − 0.5 is 0.1, not 0.0999…
+    checks["locality kept"] = _meets("locality-kept", loss)
+    checks["would restore"] = checks["reaches bar"] & checks["no collapse"] & checks["locality kept"]
+    return checks

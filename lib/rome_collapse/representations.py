@@ -9,10 +9,14 @@
   and one scale-free summary of how special first-token vectors are next to later ones.
 * :func:`case_key_vectors`, :func:`denominator_ratios`: kᵘ, k̄ and C⁻¹k̄ of edit cases with their cosine and
   ROME's denominator ratio, at the edit layer or as if edited at each of several layers.
-* :func:`encoder_mlp_keys`: the same keys in a bidirectional encoder (BERT's MLP output projection).
+* :func:`layer_key_concentration`: the MLP keys' concentration at every layer (the paper's Eq. 4, App. A.5).
+* :func:`encoder_layer_keys`, :func:`encoder_concentration`: the same keys in a bidirectional encoder (BERT's MLP
+  output projection) at every layer, for [CLS], the first word and later words (App. A.3).
 * :func:`tsne_table`: one t-SNE map of several vector sets (each vector scaled to unit norm).
 """
 from __future__ import annotations
+
+from contextlib import ExitStack
 
 import numpy as np
 import pandas as pd
@@ -83,6 +87,16 @@ def layer_concentration(bundle: Bundle, lookups: list[Lookup], batch_size: int =
     states = torch.cat([keys.hidden_states_at(bundle, texts[i:i + batch_size], positions[i:i + batch_size]).cpu()
                         for i in range(0, len(texts), batch_size)], dim=1)
     return [{"layer": layer, **concentration(states[layer])} for layer in range(states.shape[0])]
+
+
+def layer_key_concentration(bundle: Bundle, lookups: list[Lookup], layers: list[int] | None = None) -> list[dict]:
+    """Concentration of the MLP keys (every block's down-projection input) at the ``lookups``, one row per layer
+    (default every block), all layers read from the same forward passes (``keys.keys_at_layers``). The raw
+    ``mean_distance`` is the paper's Eq. 4 (App. A.5)."""
+    layers = list(range(bundle.num_layers)) if layers is None else layers
+    texts, positions = _cut_and_sort(bundle, lookups)
+    by_layer = keys.keys_at_layers(bundle, layers, [Lookup(t, p) for t, p in zip(texts, positions)])
+    return [{"layer": layer, **concentration(by_layer[layer].cpu())} for layer in layers]
 
 
 def key_concentration(bundle: Bundle, lookups: list[Lookup], layer: int | None = None) -> dict:
@@ -199,33 +213,58 @@ def denominator_ratios(bundle: Bundle, groups: dict[str, list[EditCase]], templa
 # --------------------------------------------------------------------------------------------
 # A bidirectional encoder's keys (Appendix A.3)
 # --------------------------------------------------------------------------------------------
-def encoder_mlp_keys(model: torch.nn.Module, tokenizer, texts: list[str], layer: int,
-                     max_length: int = 64, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys of a BERT-style encoder: the input of ``model.encoder.layer[layer].output.dense`` (the MLP's
-    output projection, the matrix ROME would edit), read with a forward hook.
+ENCODER_SETS = ("[CLS] (pos 0)", "first word (pos 1)", "later token (pos ≥ 2)")
 
-    Returns ``(first_word_keys, later_keys)``: (n_texts, d) at position 1 (the first word token, right
-    after [CLS]) and (n_later, d) at every later non-special, non-padding token, float32 on the CPU.
+
+def encoder_layer_keys(model: torch.nn.Module, tokenizer, texts: list[str], layers: list[int] | None = None,
+                       max_length: int = 64, batch_size: int = 32) -> dict[int, dict[str, torch.Tensor]]:
+    """Keys of a BERT-style encoder at each of ``layers`` (default all): the input of
+    ``model.encoder.layer[l].output.dense`` (the MLP's output projection, the matrix ROME would edit), read with
+    forward hooks in one pass per batch.
+
+    Returns layer → {``ENCODER_SETS[0]``: (n_texts, d) at [CLS], ``ENCODER_SETS[1]``: (n_texts, d) at the first word
+    token right after [CLS], ``ENCODER_SETS[2]``: (n_later, d) at every later non-special, non-padding token},
+    float32 on the CPU.
     """
-    module = model.encoder.layer[layer].output.dense
+    layers = list(range(model.config.num_hidden_layers)) if layers is None else layers
     device = next(model.parameters()).device
-    first, later = [], []
+    found = {layer: {name: [] for name in ENCODER_SETS} for layer in layers}
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt", return_special_tokens_mask=True)
         special = enc.pop("special_tokens_mask").bool()
-        captured = {}
-        with forward_hook(module, lambda mod, args, out: captured.__setitem__("keys", args[0].detach())), \
-                torch.no_grad():
-            model(**{k: v.to(device) for k, v in enc.items()})
-        found = captured["keys"].float().cpu()
         if special[:, 1].any():
             raise ValueError("a text has no word token after [CLS] (empty text?)")
-        first.append(found[:, 1])
-        positions = torch.arange(found.shape[1])[None]
+        captured = {}
+        with ExitStack() as hooks, torch.no_grad():
+            for layer in layers:
+                hooks.enter_context(forward_hook(model.encoder.layer[layer].output.dense,
+                                                 lambda mod, args, out, layer=layer:
+                                                 captured.__setitem__(layer, args[0].detach())))
+            model(**{k: v.to(device) for k, v in enc.items()})
+        positions = torch.arange(special.shape[1])[None]
         is_later = enc["attention_mask"].bool() & ~special & (positions > 1)
-        later.append(found[is_later])
-    return torch.cat(first), torch.cat(later)
+        for layer in layers:
+            k = captured[layer].float().cpu()
+            for name, rows in zip(ENCODER_SETS, (k[:, 0], k[:, 1], k[is_later])):
+                found[layer][name].append(rows)
+    return {layer: {name: torch.cat(parts) for name, parts in sets.items()} for layer, sets in found.items()}
+
+
+def encoder_mlp_keys(model: torch.nn.Module, tokenizer, texts: list[str], layer: int,
+                     max_length: int = 64, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(first_word_keys, later_keys)`` of :func:`encoder_layer_keys` at one layer."""
+    sets = encoder_layer_keys(model, tokenizer, texts, [layer], max_length, batch_size)[layer]
+    return sets[ENCODER_SETS[1]], sets[ENCODER_SETS[2]]
+
+
+def encoder_concentration(model: torch.nn.Module, tokenizer, texts: list[str],
+                          layers: list[int] | None = None) -> list[dict]:
+    """:func:`concentration` of each of the encoder's key sets (``ENCODER_SETS``) at every layer: one row per
+    token set and layer, as :func:`layer_key_concentration` gives for a causal model."""
+    by_layer = encoder_layer_keys(model, tokenizer, texts, layers)
+    return [{"token set": name, "layer": layer, **concentration(vectors)}
+            for name in ENCODER_SETS for layer, sets in by_layer.items() for vectors in [sets[name]]]
 
 
 # --------------------------------------------------------------------------------------------

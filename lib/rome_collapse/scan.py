@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .collapse import collapsed
-from .data import CaseError, EditCase
+from .data import CaseError, EditCase, fill
 from .keys import CaseKeys
 from .models import Bundle
 from .stats import SecondMoment
@@ -53,7 +53,7 @@ def _rows(bundle: Bundle, cases: list[EditCase], templates: list[str],
             for j, template in enumerate(templates):
                 full_prompt = template.format(case.prompt)
                 first, last = subject_token_span(bundle, full_prompt, case.subject)
-                ids = token_ids(bundle, full_prompt.format(case.subject))
+                ids = token_ids(bundle, fill(full_prompt, case.subject))
                 rows.append(_Row(i, ids[:last + 1] if truncate else ids, last))
                 if j == 0:
                     spans.append((first, last))
@@ -404,23 +404,48 @@ def roc_points(table, definitions: dict[str, float], predictors=PREDICTORS):
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
+def _outcomes(blowup, definitions: dict[str, float]) -> tuple[np.ndarray, list[str]]:
+    """Each edit's outcome by the strictest definition its blow-up passes ("harmless" below the mildest), and the
+    outcomes from the strictest down."""
+    ordered = sorted(definitions, key=definitions.get)
+    harmless = f"harmless (≤ {definitions[ordered[0]]:g}×)"
+    out = np.full(len(blowup), harmless, dtype=object)
+    for name in ordered:
+        out[collapsed(blowup, definitions[name])] = f"blow-up {name}"
+    return out, [f"blow-up {n}" for n in ordered[::-1]] + [harmless]
+
+
+def _roc_panels(table, definitions: dict[str, float]) -> list[list[str]]:
+    """The definitions grouped by the edits they call collapses: one ROC panel per group (identical panels
+    would repeat each other)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, factor in definitions.items():
+        groups.setdefault(tuple(collapsed(table["blowup"], factor)), []).append(name)
+    return list(groups.values())
+
+
 def plot_prediction(table, points, found, definitions: dict[str, float], threshold: float = DEFAULT_THRESHOLD):
-    """Left: each edit's perplexity blow-up against its pre-flight ratio (log-log, |ratio|, a cross where the
-    ratio is negative), coloured by group; right: the ROC curve of every predictor, one panel per collapse
-    definition (AUC in the legend). ``table`` has blowup, ratio and group; ``points`` is :func:`roc_points`,
-    ``found`` :func:`screens`. Returns the figure."""
+    """Left: each edit's perplexity blow-up against its pre-flight |ratio| (log-log, a cross where the ratio is
+    negative), coloured by group. Middle: |ratio| of the edits per outcome (the strictest definition each passes),
+    with the CLI's threshold (dotted) and the ratio's catch-all threshold at the strictest definition (dashed): the
+    gap between the outcomes is what a threshold has to fall in. Right: the ROC curve of every predictor (AUC in the
+    legend), one panel per set of definitions that mark the same edits. ``table`` has blowup, ratio and group;
+    ``points`` is :func:`roc_points`, ``found`` :func:`screens`. Returns the figure."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, 1 + len(definitions), figsize=(5.0 * (1 + len(definitions)), 4.4), squeeze=False)
+    panels = _roc_panels(table, definitions)
+    fig, axes = plt.subplots(1, 2 + len(panels), figsize=(5.0 * (2 + len(panels)), 4.4), squeeze=False)
     ax = axes[0, 0]
     blowup = table["blowup"].astype(float)
     top = float(np.nanmax(blowup[np.isfinite(blowup)])) * 3 if np.isfinite(blowup).any() else 1e6
+    outcome, order = _outcomes(blowup, definitions)
     shown = table.assign(abs_ratio=table["ratio"].abs(), shown_blowup=blowup.where(np.isfinite(blowup), top),
-                         sign=np.where(table["ratio"] < 0, "ratio < 0", "ratio ≥ 0"))
-    sns.scatterplot(data=shown, x="abs_ratio", y="shown_blowup", hue="group", style="sign",
-                    style_order=["ratio ≥ 0", "ratio < 0"], markers={"ratio ≥ 0": "o", "ratio < 0": "X"}, s=45,
-                    ax=ax)
+                         sign=np.where(table["ratio"] < 0, "ratio < 0", "ratio ≥ 0"), outcome=outcome)
+    markers = {"ratio ≥ 0": "o", "ratio < 0": "X"}
+    palette = dict(zip(dict.fromkeys(shown["group"]), sns.color_palette()))
+    sns.scatterplot(data=shown, x="abs_ratio", y="shown_blowup", hue="group", palette=palette, style="sign",
+                    style_order=list(markers), markers=markers, s=45, ax=ax)
     for name, factor in definitions.items():
         ax.axhline(factor, color="grey", ls="--", lw=0.8)
         ax.text(shown["abs_ratio"].min(), factor * 1.08, f"collapse: {name}", fontsize=8, color="grey")
@@ -428,18 +453,34 @@ def plot_prediction(table, points, found, definitions: dict[str, float], thresho
     ax.set(xscale="log", yscale="log", xlabel="|pre-flight ratio| (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄)",
            ylabel="ME-PPL after / before", title="perplexity blow-up of each ROME edit")
     ax.legend(fontsize=8, loc="upper right")
-    for ax, (name, factor) in zip(axes[0, 1:], definitions.items()):
+    ax = axes[0, 1]
+    order = [o for o in order if (shown["outcome"] == o).any()]
+    jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(shown))  # seeded: the same picture every run
+    rows = shown.assign(y=shown["outcome"].map({o: i for i, o in enumerate(order)}) + jitter)
+    for (group, sign), part in rows.groupby(["group", "sign"], sort=False):
+        ax.scatter(part["abs_ratio"], part["y"], color=palette[group], marker=markers[sign], s=30)
+    ax.set(xscale="log", yticks=range(len(order)), yticklabels=order, ylim=(len(order) - 0.5, -0.5))
+    ax.axvline(threshold, color="black", ls=":", lw=0.8, label=f"CLI threshold {threshold:g}")
+    strict = max(definitions, key=definitions.get)
+    catch = found[(found["collapse"] == strict) & (found["predictor"] == "ratio")]["catch_all_threshold"]
+    if len(catch) and catch.iloc[0] > 0:
+        ax.axvline(catch.iloc[0], color="tab:red", ls="--", lw=0.8, label=f"catches all {strict}: {catch.iloc[0]:.3g}")
+    ax.set(xlabel="|pre-flight ratio|", ylabel="", title="the ratio per outcome")
+    ax.legend(fontsize=8, loc="lower right")
+    styles = [("-", 5.0, 0.4), ("--", 3.0, 0.8), ("-.", 2.0, 0.9), (":", 1.6, 1.0)]  # thick to thin: all visible
+    for ax, names in zip(axes[0, 2:], panels):
+        name = names[0]
         part = points[points["collapse"] == name]
-        # thick to thin, so that curves lying on each other all stay visible
-        styles = [("-", 5.0, 0.4), ("--", 3.0, 0.8), ("-.", 2.0, 0.9), (":", 1.6, 1.0)]
         for (predictor, curve), (ls, lw, alpha) in zip(part.groupby("predictor", sort=False), styles * 2):
             row = found[(found["collapse"] == name) & (found["predictor"] == predictor)].iloc[0]
             ax.plot(curve["fpr"], curve["tpr"], ls=ls, lw=lw, alpha=alpha, label=f"{predictor} (AUC {row['auc']:.2f})")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
         n = found[found["collapse"] == name].iloc[0]
+        same = " (same edits)" if len(names) > 1 else ""
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="harmless edits refused (false-positive rate)",
                ylabel="collapses caught (true-positive rate)",
-               title=f"collapse = perplexity {name}: {n['collapses']} of {n['collapses'] + n['harmless']}")
+               title=f"ROC for blow-ups {', '.join(names)}{same}\n"
+                     f"{n['collapses']} of {n['collapses'] + n['harmless']} edits")
         if len(part):
             ax.legend(fontsize=8, loc="lower right")
         else:

@@ -93,3 +93,15 @@ def test_swap_frame_has_a_row_per_table():
     frame = positions.swap_frame(positions.swap_numbers(swap_table("second2first", [True], [True]), "second2first"),
                                  positions.swap_numbers(swap_table("first2second", [False], [True]), "first2second"))
     assert frame.shape[0] == 2 and frame.loc["Table 7 (normal, First2Second)", "pushed_over"] == 1
+
+
+def test_second2first_float_noise_in_the_key_is_not_a_test():
+    """On a rotary model the swap moves kᵘ by ~1e-6 (operation order); a tiny denominator can still make ΔW differ in
+    the last digits (``measured`` True), but that is not a change the claim is about."""
+    t6 = swap_table("second2first", [True] * 2, [True] * 2)
+    t6.loc[t6["intervention"] == "second2first", "key_shift"] = positions.KEY_MOVED / 10
+    p = part(judge(t6, swap_table("first2second", [False] * 2, [False, True])), "second2first-not-whole-cause")
+    assert p.passed is None and "not testable" in p.note
+    t6.loc[t6["intervention"] == "second2first", "key_shift"] = positions.KEY_MOVED * 10
+    p = part(judge(t6, swap_table("first2second", [False] * 2, [False, True])), "second2first-not-whole-cause")
+    assert p.passed is True

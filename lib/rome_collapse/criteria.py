@@ -105,7 +105,7 @@ CRITERIA: tuple[Criterion, ...] = (
     # whole cause. Second2First gives a collapse case's first token the second position (testable only where that
     # changes the update: not on a rotary model); First2Second gives normal cases' subject the first position.
     _c("position", "second2first-not-whole-cause", "Second2First does not remove every collapse",
-       "share of collapse-prone ROME edits (collapsing, update changed by the swap) still collapsing after "
+       "share of collapse-prone ROME edits (collapsing, kᵘ moved over 1e-4 relative by the swap) still collapsing after "
        "Second2First", ">", 0),
     _c("position", "first2second-contributes", "First2Second pushes some normal edits over the collapse line",
        "share of normal ROME edits (not collapsing) that collapse after First2Second", ">", 0),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 COLLAPSE_FACTOR = 10.0
+# A request is at risk when its pre-flight ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) is below this (scan, rome.collapse_risk).
+RISK_THRESHOLD = 0.1
 
 
 def collapsed(blowup, factor: float = COLLAPSE_FACTOR):

@@ -2,7 +2,8 @@
 
 ``smoke`` keeps every notebook short on a 2-core CPU (CI: it checks that every cell runs, not the findings);
 ``full`` is the real run; ``large`` is ``full`` at the paper's sizes on CounterFact (every record the scan flags,
-1,000 normal records), for a GPU or a long CPU run (not yet read by the notebooks). Both profiles share cache entries with each other's runs where the settings agree.
+1,000 normal records), for a GPU or a long CPU run (not yet read by the notebooks). The profiles share cache entries
+with each other's runs where the settings agree.
 """
 from __future__ import annotations
 

@@ -159,3 +159,78 @@ def test_the_shared_counterfact_files_load(tmp_path):
         pytest.skip("the shared CounterFact files are not beside this checkout")
     cases = data.load_cases(root / "counterfact-edit.json")
     assert len(cases) == 10000 and all(c.neighborhood_prompts and c.paraphrase_prompts for c in cases)
+
+
+# --------------------------------------------------------------------------------------------
+# The data root ($ROME_COLLAPSE_DATA: one folder holding ME-PPL/ and CounterFact/)
+# --------------------------------------------------------------------------------------------
+def test_the_data_variable_names_the_root_holding_meppl(monkeypatch, tmp_path):
+    (tmp_path / "ME-PPL").mkdir()
+    (tmp_path / "ME-PPL" / "ME-PPL_50.json").write_text("[]")
+    monkeypatch.setenv("ROME_COLLAPSE_DATA", str(tmp_path))
+    assert data.data_root() == tmp_path
+    assert data.meppl_dir() == tmp_path / "ME-PPL"
+    (tmp_path / "ME-PPL" / "ME-PPL_50.json").unlink()
+    assert data.meppl_dir() is None  # a root without ME-PPL: downloaded instead
+
+
+def test_the_old_form_of_the_data_variable_is_refused_with_what_to_set(monkeypatch, tmp_path):
+    meppl = tmp_path / "ME-PPL"
+    meppl.mkdir()
+    (meppl / "ME-PPL_50.json").write_text("[]")
+    monkeypatch.setenv("ROME_COLLAPSE_DATA", str(meppl))
+    with pytest.raises(ValueError, match="ME-PPL folder .* data root .*ME-PPL/ and CounterFact/") as error:
+        data.meppl_dir()
+    assert str(tmp_path) in str(error.value)  # says which folder to name instead
+    monkeypatch.setenv("ROME_COLLAPSE_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        data.data_root()
+
+
+def test_without_the_variable_the_root_is_shared_data_beside_the_checkout_else_beside_cwd(monkeypatch, tmp_path):
+    monkeypatch.delenv("ROME_COLLAPSE_DATA", raising=False)
+    beside_checkout, beside_cwd = tmp_path / "a" / "shared" / "data", tmp_path / "b" / "shared" / "data"
+    for folder in (beside_checkout, beside_cwd, tmp_path / "b" / "notebooks"):
+        folder.mkdir(parents=True)
+    monkeypatch.setattr(data, "repo_root", lambda: tmp_path / "a" / "checkout")
+    monkeypatch.chdir(tmp_path / "b" / "notebooks")
+    assert data.data_root() == beside_checkout
+    beside_checkout.rmdir()
+    assert data.data_root() == beside_cwd
+    beside_cwd.rmdir()
+    assert data.data_root() is None
+
+
+def write_split(root, name="counterfact-edit.json", records=None):
+    folder = root / "CounterFact"
+    folder.mkdir(parents=True, exist_ok=True)
+    body = json.dumps(records if records is not None else [FLAT]).encode()
+    (folder / name).write_bytes(body)
+    (folder / "SHA256SUMS").write_text(f"{hashlib.sha256(body).hexdigest()}  {name}\n")
+    return folder / name
+
+
+def test_a_counterfact_split_is_read_from_the_root_and_checked_against_its_sums(monkeypatch, tmp_path):
+    path = write_split(tmp_path)
+    monkeypatch.setenv("ROME_COLLAPSE_DATA", str(tmp_path))
+    assert data.counterfact_split_path("edit") == path
+    assert [c.subject for c in data.counterfact_split("edit")] == ["Danielle Darrieux"]
+    with pytest.raises(ValueError, match="unknown CounterFact split"):
+        data.counterfact_split("val")
+    with pytest.raises(FileNotFoundError, match="counterfact-train.json.*ROME_COLLAPSE_DATA"):
+        data.counterfact_split("train")
+    path.write_bytes(path.read_bytes().replace(b"English", b"Spanish"))
+    with pytest.raises(ValueError, match="does not match .* SHA256SUMS"):
+        data.counterfact_split("edit")
+    (path.parent / "SHA256SUMS").write_text("0123  counterfact-train.json\n")
+    with pytest.raises(ValueError, match="no line for counterfact-edit.json"):
+        data.counterfact_split("edit")
+
+
+def test_the_shared_splits_match_their_sums_and_are_disjoint(monkeypatch):
+    monkeypatch.delenv("ROME_COLLAPSE_DATA", raising=False)
+    if not (data.repo_root().parent / "shared" / "data" / "CounterFact").exists():
+        pytest.skip("the shared CounterFact files are not beside this checkout")
+    edit, train = data.counterfact_split("edit"), data.counterfact_split("train")
+    assert len(edit) == len(train) == 10000
+    assert not {c.case_id for c in edit} & {c.case_id for c in train}

@@ -17,7 +17,7 @@ def status(parts, name):
 # Notebook 08
 # --------------------------------------------------------------------------------------------
 def screens(auc=1.0, refusal=0.0, mild_auc=None, simpler_auc=0.5, collapses=3, harmless=10):
-    """scan.screens' table: the ratio and one simpler sign at both definitions."""
+    """screening.screens' table: the ratio and one simpler sign at both definitions."""
     rows = []
     for collapse in DEFINITIONS:
         ratio_auc = mild_auc if collapse == "> 2×" and mild_auc is not None else auc

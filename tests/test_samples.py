@@ -1,6 +1,8 @@
 """The seeded samples: case groups, texts cut at word boundaries, later positions."""
 import random
 
+import pytest
+
 from rome_collapse import samples
 from rome_collapse.data import EditCase
 from rome_collapse.tokens import token_ids
@@ -61,3 +63,25 @@ def test_later_lookups_are_seeded_in_range_and_draw_as_randint_for_one_per_text(
     # default start: right after the first real token (1 without a BOS, 2 with one)
     assert min(lk.position for lk in samples.later_lookups(tiny, TEXTS[:4], per_text=20, seed=0)) == 1
     assert min(lk.position for lk in samples.later_lookups(tiny.with_bos(True), TEXTS[:4], per_text=20, seed=0)) == 2
+
+
+RECORDS = [EditCase(i, "{} is in", f"Place{i}", "Italy", "France") for i in range(50)]
+
+
+def test_sample_records_is_seeded_and_keeps_the_files_order():
+    first = samples.sample_records(RECORDS, 10, seed=1)
+    assert first == samples.sample_records(RECORDS, 10, seed=1)  # the same seed, the same records
+    assert {c.case_id for c in first} != {c.case_id for c in samples.sample_records(RECORDS, 10, seed=2)}
+    ids = [c.case_id for c in first]
+    assert len(set(ids)) == 10 and ids == sorted(ids)  # in the order of the file
+    assert set(ids) <= set(c.case_id for c in samples.sample_records(RECORDS, 20, seed=1))  # nested in n
+
+
+def test_sample_records_leaves_out_the_excluded_and_gives_all_when_asked_for_more():
+    excluded = {c.case_id for c in RECORDS[:45]}
+    rest = samples.sample_records(RECORDS, 10, seed=0, exclude=excluded)
+    assert rest == RECORDS[45:]  # only 5 left: all of them, in the file's order
+    assert samples.sample_records(RECORDS, 100, seed=3) == RECORDS
+    assert samples.sample_records(RECORDS, 0, seed=3) == []
+    with pytest.raises(ValueError):
+        samples.sample_records(RECORDS, -1)

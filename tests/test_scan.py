@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from rome_collapse import keys, rome, scan, stats
-from rome_collapse.data import EditCase
+from rome_collapse import keys, rome, scan, stats, strata
+from rome_collapse.data import EditCase, load_cases
+from rome_collapse.tokens import subject_token_span
+from rome_collapse.strata import FIRST_MULTI, FIRST_SINGLE, LATER
 
 FIRST = EditCase("paris", "{} is located in the country of", "Paris", "Italy", "France")
 LATE = EditCase("paris-late", "The city of {} is located in the country of", "Paris", "Italy", "France")
@@ -57,6 +59,9 @@ def test_scan_puts_subject_first_and_later_subjects_on_either_side_of_the_thresh
     for row, case in zip(rows, [FIRST, LATE, DARRIEUX]):  # the same number as the one-case pre-flight check
         assert row.ratio == pytest.approx(rome.collapse_risk(paper, case, smol_templates, covariance).ratio, rel=1e-4)
     assert summary.cases == 3 and summary.at_risk == 1 and summary.subject_first == 1 and summary.setting == "paper"
+    assert [r.stratum for r in rows] == [FIRST_SINGLE, LATER, LATER]
+    assert summary.strata == {FIRST_SINGLE: 1, FIRST_MULTI: 0, LATER: 2}
+    assert summary.at_risk_by_stratum == {FIRST_SINGLE: 1, FIRST_MULTI: 0, LATER: 0}
     assert summary.tokens < summary.text_tokens  # the templates' shared openings ran once
     assert summary.cases_per_s > 0 and summary.tokens_per_s > 0
 
@@ -87,6 +92,49 @@ def test_cli_scan_writes_one_row_per_case_and_a_json_summary(tmp_path):
     assert float(rows[0]["ratio"]) < 0.1 < float(rows[1]["ratio"])
 
 
+def flat(case: EditCase) -> dict:
+    """The record in EasyEdit's flat format (the subject written out in the prompt)."""
+    return {"case_id": case.case_id, "prompt": case.text, "subject": case.subject, "target_new": case.target_new,
+            "ground_truth": case.target_true}
+
+
+MULTI_FIRST = EditCase("darrieux-first", "{} speaks the language", "Danielle Darrieux", "English", "French")
+
+
+def test_scan_rows_say_where_the_subject_is_on_any_weights(tiny):
+    """Flat records of each stratum: position, token count and stratum per row, the strata counted in the summary
+    (the tiny model's ratios are arbitrary: only the bookkeeping is checked, against the tokenizer)."""
+    cases = load_cases([flat(c) for c in (FIRST, MULTI_FIRST, DARRIEUX)])
+    paper = tiny.with_setting("paper")
+    rows, summary = scan.scan_cases(paper, cases, TEMPLATES, stats.covariance(paper), progress=False)
+    assert [r.stratum for r in rows] == [FIRST_SINGLE, FIRST_MULTI, LATER]
+    for row, case in zip(rows, cases):
+        first, last = subject_token_span(tiny, case.prompt, case.subject)
+        assert (row.subject_position, row.subject_tokens) == (first, last - first + 1)
+        assert row.at_risk == (row.ratio < summary.threshold)
+    assert rows[1].subject_position == 0 and rows[1].subject_tokens > 1
+    assert summary.strata == {FIRST_SINGLE: 1, FIRST_MULTI: 1, LATER: 1}
+    assert sum(summary.at_risk_by_stratum.values()) == summary.at_risk
+    assert any(name in line for line in summary.lines() for name in strata.STRATA)
+
+
+def test_cli_scan_reads_flat_records_and_counts_the_strata(tmp_path):
+    cases, templates, out = tmp_path / "cases.json", tmp_path / "templates.json", tmp_path / "scan.csv"
+    cases.write_text(json.dumps([flat(c) for c in (FIRST, MULTI_FIRST, DARRIEUX)]))
+    templates.write_text(json.dumps(TEMPLATES))
+    result = run_cli("--cases", str(cases), "--templates", str(templates), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["strata"] == {FIRST_SINGLE: 1, FIRST_MULTI: 1, LATER: 1}
+    assert summary["at_risk_by_stratum"][FIRST_SINGLE] == 1 and summary["at_risk"] == 1
+    rows = list(csv.DictReader(out.open()))
+    assert [r["case_id"] for r in rows] == ["paris", "darrieux-first", "darrieux"]
+    assert [r["stratum"] for r in rows] == [FIRST_SINGLE, FIRST_MULTI, LATER]
+    assert [r["subject_position"] for r in rows] == ["0", "0", "4"]
+    assert [r["at_risk"] for r in rows] == ["True", "False", "False"]
+    assert int(rows[1]["subject_tokens"]) > 1 and rows[0]["subject_tokens"] == "1"
+
+
 def test_cli_scan_bad_record_exits_2_naming_the_case(tmp_path):
     bad = record(LATE)
     bad["case_id"] = "broken-case"
@@ -111,64 +159,3 @@ def test_cli_scan_bad_file_exits_2_in_one_line(tmp_path, content, message):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
-
-
-# --------------------------------------------------------------------------------------------
-# ROC helpers
-# --------------------------------------------------------------------------------------------
-def brute_auc(scores, labels):
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
-
-
-def test_roc_auc_counts_ties_half_and_matches_the_curve():
-    scores = [0.9, 0.8, 0.8, 0.5, 0.3, 0.3, 0.1]
-    labels = [1, 1, 0, 1, 0, 0, 0]
-    auc = scan.roc_auc(scores, labels)
-    assert auc == pytest.approx(brute_auc(scores, labels)) == pytest.approx((4 + 3.5 + 3) / 12)
-    fpr, tpr, thresholds = scan.roc_curve(scores, labels)
-    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1) and thresholds[0] == np.inf
-    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
-    assert np.trapezoid(tpr, fpr) == pytest.approx(auc)  # the trapezoid area is the tie-aware AUC
-    assert scan.roc_auc([1, 2, 3], [0, 1, 1]) == 1.0 and scan.roc_auc([1, 2, 3], [1, 0, 0]) == 0.0
-    assert np.isnan(scan.roc_auc([1, 2], [1, 1]))
-    with pytest.raises(ValueError):
-        scan.roc_curve([1, 2], [0, 0])
-
-
-def test_roc_auc_agrees_with_scikit_learn():
-    metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(0)
-    labels = rng.random(200) < 0.3
-    scores = np.round(rng.normal(size=200) + labels, 1)  # rounded: many ties
-    assert scan.roc_auc(scores, labels) == pytest.approx(metrics.roc_auc_score(labels, scores))
-
-
-def test_catch_all_threshold_flags_every_positive_and_counts_the_false_alarms():
-    found = scan.catch_all([5, 4, 3, 2, 1], [1, 0, 1, 0, 0])
-    assert (found.threshold, found.positives, found.negatives, found.false_alarms) == (3, 2, 3, 1)
-    assert found.false_alarm_rate == pytest.approx(1 / 3)
-    none = scan.catch_all([1, 2], [0, 0])
-    assert np.isnan(none.threshold) and none.false_alarms == 0
-
-
-def test_screens_orient_each_predictor_and_give_the_threshold_in_its_units():
-    import pandas as pd
-
-    table = pd.DataFrame({"blowup": [500.0, 30.0, 3.0, 1.1, 1.0, float("nan")],
-                          "ratio": [0.01, 0.05, 0.3, 0.9, 1.0, -0.2],
-                          "subject_first_token": [True, True, False, True, False, True],
-                          "cos_ku_kbar": [0.1, 0.2, 0.6, 0.9, 0.95, 0.05],
-                          "unprefixed_key_norm": [0.5, 0.6, 4.0, 3.0, 5.0, 0.4]})
-    found = scan.screens(table, {"> 2×": 2.0, "> 10×": 10.0}).set_index(["collapse", "predictor"])
-    ratio = found.loc[("> 10×", "ratio")]
-    assert ratio["risky"] == "low" and ratio["auc"] == 1.0  # the NaN perplexity counts as a collapse
-    assert ratio["catch_all_threshold"] == 0.05 and ratio["false_refusals"] == 0 and ratio["collapses"] == 3
-    assert found.loc[("> 2×", "ratio"), "catch_all_threshold"] == 0.3
-    first = found.loc[("> 10×", "subject is the first token")]
-    assert first["catch_all_threshold"] == 1.0 and first["false_refusals"] == 1 and first["false_refusal_rate"] == 1 / 3
-    norm = found.loc[("> 10×", "‖kᵘ‖")]
-    assert norm["risky"] == "low" and norm["auc"] == 1.0  # small ‖kᵘ‖ is the risky end here
-    points = scan.roc_points(table, {"> 10×": 10.0})
-    assert set(points["predictor"]) == {p.name for p in scan.PREDICTORS}

@@ -152,12 +152,15 @@ def _load(args):
 
 
 def _scan_parser(sub) -> None:
-    p = sub.add_parser("scan", help="pre-flight ratio of every case of a CounterFact-format file (no v*)",
+    p = sub.add_parser("scan", help="pre-flight ratio of every case of a CounterFact file (no v*)",
                        description="ROME's denominator ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) of every case, from "
-                                   "keys computed in batches; a CSV per case and a summary.")
+                                   "keys computed in batches; a CSV per case (ratio, the subject's position, "
+                                   "token count and stratum, at risk or not) and a summary with the counts per "
+                                   "stratum.")
     _model_arguments(p)
     p.add_argument("--cases", default=None, metavar="FILE",
-                   help="CounterFact-format JSON list of records (default: the curated cases shipped here)")
+                   help="JSON list of CounterFact records, ROME's format or EasyEdit's flat one (default: the "
+                        "curated cases shipped here)")
     p.add_argument("--threshold", type=float, default=0.1, help="at risk when the ratio is below this")
     p.add_argument("--out", default=None, metavar="CSV", help="write one row per case to this CSV file")
     p.add_argument("--threads", type=int, default=0,

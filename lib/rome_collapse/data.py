@@ -186,6 +186,56 @@ def counterfact(path: str | Path | None = None, known_hash: str | None = COUNTER
     return load_cases(path)
 
 
+COUNTERFACT_SPLITS = {"edit": "counterfact-edit.json", "train": "counterfact-train.json"}  # EasyEdit's flat format
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """File name -> sha256 from ``folder/SHA256SUMS`` (``sha256sum``'s format: digest, space(s), name)."""
+    sums = folder / "SHA256SUMS"
+    if not sums.exists():
+        raise FileNotFoundError(f"{sums}: missing; the files in {folder} cannot be checked without it")
+    found = {}
+    for line in sums.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.strip().partition(" ")
+        if digest:
+            found[name.strip().lstrip("*")] = digest.lower()
+    return found
+
+
+def verified(path: Path) -> Path:
+    """``path``, after checking its digest against the SHA256SUMS beside it (a clear error on a mismatch)."""
+    import hashlib
+
+    expected = checksums(path.parent).get(path.name)
+    if expected is None:
+        raise ValueError(f"{path.parent / 'SHA256SUMS'} has no line for {path.name}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected:
+        raise ValueError(f"{path}: sha256 {digest} does not match {expected} in SHA256SUMS (a changed or "
+                         "truncated copy)")
+    return path
+
+
+def counterfact_split_path(name: str) -> Path:
+    """The shared CounterFact split ``name`` ("edit" or "train": 10,000 records each, disjoint) under
+    ``<data root>/CounterFact/``, checked against that folder's SHA256SUMS."""
+    if name not in COUNTERFACT_SPLITS:
+        raise ValueError(f"unknown CounterFact split {name!r}; use one of {', '.join(COUNTERFACT_SPLITS)}")
+    root = data_root()
+    path = None if root is None else root / "CounterFact" / COUNTERFACT_SPLITS[name]
+    if path is None or not path.exists():
+        where = "no data root found" if root is None else f"{root / 'CounterFact'} has no {COUNTERFACT_SPLITS[name]}"
+        raise FileNotFoundError(f"CounterFact split {name!r}: {where}. Set {DATA_ENV} to the folder that holds "
+                                "CounterFact/, or use data.counterfact() for ROME's own counterfact.json "
+                                "(downloaded, hash-checked)")
+    return verified(path)
+
+
+def counterfact_split(name: str) -> list[EditCase]:
+    """The records of a shared CounterFact split (:func:`counterfact_split_path`), validated."""
+    return load_cases(counterfact_split_path(name))
+
+
 MEPPL_BASE_URL = "https://raw.githubusercontent.com/WanliYoung/Collapse-in-Model-Editing/main/data/ME-PPL/"
 MEPPL_FILES = {  # name -> (file, sha256 from the authors' SHA256SUMS)
     "50": ("ME-PPL_50.json", "55f3b951d2c4287b90d9e511f256efb9d47461f0da408a17dac5ffcef685c4e4"),
@@ -194,12 +244,34 @@ MEPPL_FILES = {  # name -> (file, sha256 from the authors' SHA256SUMS)
 }
 
 
+def data_root() -> Path | None:
+    """The one data root, holding ``ME-PPL/`` and ``CounterFact/``: ``$ROME_COLLAPSE_DATA`` when set, else
+    ``../shared/data`` beside the checkout, else the working directory's ``../shared/data``; None when none is
+    there. The variable once named the ME-PPL folder itself: that form is refused with a message saying what to
+    set instead."""
+    named = os.environ.get(DATA_ENV)
+    if named:
+        root = Path(named)
+        if (root / MEPPL_FILES["50"][0]).exists():
+            raise ValueError(
+                f"{DATA_ENV}={named} is an ME-PPL folder (it holds {MEPPL_FILES['50'][0]} directly); {DATA_ENV} "
+                f"now names the data root that holds ME-PPL/ and CounterFact/: set it to {root.resolve().parent} "
+                f"if that folder holds them, or move the ME-PPL files into {root / 'ME-PPL'}")
+        if not root.is_dir():
+            raise FileNotFoundError(f"{DATA_ENV}={named}: no such folder (it names the data root that holds "
+                                    "ME-PPL/ and CounterFact/)")
+        return root
+    for candidate in (repo_root().parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 def meppl_dir() -> Path | None:
-    """A local copy of ME-PPL: ``$ROME_COLLAPSE_DATA`` or the workplace's ../shared/data/ME-PPL."""
-    for candidate in (os.environ.get(DATA_ENV), repo_root().parent / "shared" / "data" / "ME-PPL",
-                      Path.cwd().parent / "shared" / "data" / "ME-PPL"):
-        if candidate and (Path(candidate) / MEPPL_FILES["50"][0]).exists():
-            return Path(candidate)
+    """A local copy of ME-PPL: ``ME-PPL/`` under :func:`data_root`, when it holds the files."""
+    root = data_root()
+    if root is not None and (root / "ME-PPL" / MEPPL_FILES["50"][0]).exists():
+        return root / "ME-PPL"
     return None
 
 
@@ -218,7 +290,7 @@ def meppl_path(name: str) -> Path:
     except Exception as exc:  # offline: say where the files go
         raise FileNotFoundError(
             f"ME-PPL file {filename} is not available locally and could not be downloaded ({exc}). "
-            f"Put the ME-PPL files in a folder and set {DATA_ENV} to it.") from exc
+            f"Put the ME-PPL files in <root>/ME-PPL/ and set {DATA_ENV} to <root>.") from exc
 
 
 def meppl(name: str = "50") -> list[str]:

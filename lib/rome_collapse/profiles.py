@@ -1,11 +1,13 @@
 """Run sizes shared by the notebooks, the tests and the CLI.
 
 ``smoke`` keeps every notebook short on a 2-core CPU (CI: it checks that every cell runs, not the findings);
-``full`` is the real run. Both profiles share cache entries with each other's runs where the settings agree.
+``full`` is the real run; ``large`` is ``full`` at the paper's sizes on CounterFact (every record the scan flags,
+1,000 normal records), for a GPU or a long CPU run (not yet read by the notebooks). The profiles share cache entries
+with each other's runs where the settings agree.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -33,6 +35,11 @@ class Profile:
     # v* optimisation steps; None: the model's own (ROME's 20-25). The smoke run takes a few: v* is most of a
     # notebook's time, and the smoke run checks that every cell runs, not how well the edits land.
     value_steps: int | None = None
+    # The paper's protocol on CounterFact (issue 20): the records the scan flags (at risk) that are edited, a seeded
+    # sample (samples.sample_records) or, None, every one; and the seeded sample of unflagged ("normal") records
+    # edited beside them. smoke and full values are placeholders until the notebooks read them.
+    counterfact_flagged: int | None = 30
+    counterfact_normal: int = 100
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,12 +53,16 @@ PROFILES = {
     "smoke": Profile("smoke", stats_samples=1000, cases_per_group=2, ppl_set="50:10", sequential_edits=4,
                      sequential_ppl_every=1, predict_cases_per_group=3, sequential_settings=("paper",),
                      bos_cases=1, concentration_texts=50, layer_sweep_cases_per_group=2, layer_sweep_stats_samples=200,
-                     layer_sweep_first_half=False, clamp_study_cases=1, clamp_study_normal_cases=1, value_steps=5),
+                     layer_sweep_first_half=False, clamp_study_cases=1, clamp_study_normal_cases=1, value_steps=5,
+                     counterfact_flagged=2, counterfact_normal=2),
     "full": Profile("full", stats_samples=9950, cases_per_group=12, ppl_set="50", sequential_edits=30,
                     sequential_ppl_every=3, predict_cases_per_group=30, sequential_settings=("paper", "rome"),
                     bos_cases=4, concentration_texts=300, layer_sweep_cases_per_group=6, layer_sweep_stats_samples=500,
                     layer_sweep_first_half=True, clamp_study_cases=6, clamp_study_normal_cases=2),
 }
+# The paper's sizes: every collapse-prone (flagged) record edited and 1,000 normal ones (its Table 2 samples 1,000
+# records of CounterFact besides HardCF); everything else as in full.
+PROFILES["large"] = replace(PROFILES["full"], name="large", counterfact_flagged=None, counterfact_normal=1000)
 
 
 # The notebooks beyond the paper state how long their full run may take (minutes; the default model on this

@@ -2,6 +2,7 @@
 
 * :func:`case_group`, :data:`GROUPS`: which group a case falls in for a model (is the subject the first token?).
 * :func:`select_cases`: a seeded sample of cases from each group.
+* :func:`sample_records`: a seeded sample of records from a file (CounterFact), some case ids left out.
 * :func:`sample_texts`: a seeded sample of ordinary texts, each cut at a word boundary.
 * :func:`later_lookups`: seeded positions after a text's first real token, as :class:`~rome_collapse.keys.Lookup`.
 
@@ -11,6 +12,8 @@ before it.
 from __future__ import annotations
 
 import random
+
+from collections.abc import Collection
 
 from .data import EditCase
 from .keys import Lookup
@@ -45,6 +48,19 @@ def select_cases(bundle: Bundle, cases: list[EditCase], n_per_group: int, seed: 
     rng = random.Random(seed)
     return {g: sorted(rng.sample(cs, min(n_per_group, len(cs))), key=lambda c: str(c.case_id))
             for g, cs in by_group.items()}
+
+
+def sample_records(cases: list[EditCase], n: int, seed: int = 0,
+                   exclude: Collection[int | str] = ()) -> list[EditCase]:
+    """A seeded sample of ``n`` of ``cases`` whose case_id is not in ``exclude`` (all of them when fewer are
+    left), returned in the order of ``cases``. Samples of one seed are nested: the first ``n`` of one seeded
+    shuffle, so a smaller profile's records are among a larger one's (and their cached edits are shared)."""
+    if n < 0:
+        raise ValueError(f"cannot sample {n} records")
+    excluded = set(exclude)
+    pool = [i for i, case in enumerate(cases) if case.case_id not in excluded]
+    random.Random(seed).shuffle(pool)
+    return [cases[i] for i in sorted(pool[:n])]
 
 
 def sample_texts(texts: list[str], n: int, seed: int = 0, exclude: set[str] | None = None,

@@ -55,7 +55,7 @@ def _beats_simpler(screens: pd.DataFrame, strict: str, ratio_auc: float) -> crit
 
 
 def predict_collapse_parts(screens: pd.DataFrame, definitions: dict[str, float]) -> list[criteria.PartResult]:
-    """The parts of ``predict-collapse`` from ``scan.screens`` (one row per collapse definition and predictor:
+    """The parts of ``predict-collapse`` from ``screening.screens`` (one row per collapse definition and predictor:
     auc, collapses, harmless, catch_all_threshold, false_refusals, false_refusal_rate; the ratio's predictor is
     named "ratio"). The strict definition (largest factor) is the collapse; the mildest gives ``separates-mild``."""
     claim = "predict-collapse"

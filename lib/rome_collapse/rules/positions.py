@@ -106,7 +106,7 @@ def position_parts(s2f: SwapNumbers, f2s: SwapNumbers) -> list[criteria.PartResu
 def paper_pattern(s2f: SwapNumbers, f2s: SwapNumbers) -> str:
     """Which of the paper's models the swaps behave like, in words."""
     if not s2f.collapsing_changed:
-        second = "Second2First: not testable (the update does not change)"
+        second = "Second2First: not testable (kᵘ moves only by float noise)"
     elif s2f.kept_collapsing < s2f.collapsing_changed:
         second = "Second2First mitigates the collapse (as on GPT-2-XL)"
     else:

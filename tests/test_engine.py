@@ -163,9 +163,21 @@ def test_statistics_cache_detects_truncated_file(tiny, tmp_path, monkeypatch):
     path.write_bytes(path.read_bytes()[:100])  # truncated
     again = stats.second_moment(tiny, texts=TEXTS, corpus="tiny-test", n_samples=len(TEXTS), progress=False)
     assert torch.allclose(first.matrix.cpu(), again.matrix.cpu())
-    cached = stats.second_moment(tiny, texts=["different text entirely"], corpus="tiny-test",
-                                 n_samples=len(TEXTS), progress=False)
-    assert torch.equal(cached.matrix.cpu(), again.matrix.cpu())  # read back from the rewritten cache
+
+
+def test_statistics_cache_is_keyed_by_the_texts(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path))
+    calls = []
+    real = stats.compute_second_moment
+    monkeypatch.setattr(stats, "compute_second_moment", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    first = stats.second_moment(tiny, texts=TEXTS, corpus="tiny-test", n_samples=len(TEXTS), progress=False)
+    again = stats.second_moment(tiny, texts=list(TEXTS), corpus="tiny-test", n_samples=len(TEXTS), progress=False)
+    assert len(calls) == 1 and torch.equal(first.matrix.cpu(), again.matrix.cpu())  # the same texts: read back
+    other = stats.second_moment(tiny, texts=["different text entirely"], corpus="tiny-test",
+                                n_samples=len(TEXTS), progress=False)
+    assert len(calls) == 2  # the same corpus name, other texts: computed, not read back
+    assert not torch.allclose(other.matrix.cpu(), first.matrix.cpu())
+    assert len(list((tmp_path / "stats").rglob("*.safetensors"))) == 2
 
 
 def test_perplexity_matches_a_direct_computation(tiny):

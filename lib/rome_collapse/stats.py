@@ -4,7 +4,7 @@
 ``mom2_adjustment`` on) or the identity (the paper's runs, switched off; nothing is computed then).
 
 Accumulated in float64 over every non-padding token, the forward pass stopped inside the edit
-layer, and cached on disk (``cache.py``: keyed by the weights, the layer, the corpus and its size; a
+layer, and cached on disk (``cache.py``: keyed by the weights, the layer and a digest of the texts used; a
 truncated or mismatching entry is recomputed, never unpickled).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .cache import entry_path, load_tensors, save_tensors
+from .cache import digest, entry_path, load_tensors, save_tensors
 from .config import CACHE_VERSION
 from .models import Bundle
 from .parallel import map_on_copies
@@ -90,19 +90,21 @@ def second_moment(bundle: Bundle, layer: int | None = None, texts: list[str] | N
                   corpus: str = "meppl-10k-minus-50", n_samples: int | None = None,
                   max_length: int | None = None, cache: bool = True, progress: bool = True,
                   workers: int = 1) -> SecondMoment:
-    """C at ``layer`` (default: the bundle's edit layer) over ``texts`` (default: the offline corpus), computed on
-    ``workers`` threads when not cached.
+    """C at ``layer`` (default: the bundle's edit layer) over the first ``n_samples`` of ``texts`` (default: the
+    offline corpus), computed on ``workers`` threads when not cached.
 
-    ``corpus`` names the texts in the cache key; pass a new name when passing other texts.
+    The cache key holds a digest of the texts used, so other texts never read back this C; ``corpus`` only
+    labels the entry for a reader.
     """
     from .data import statistics_corpus
 
     layer = bundle.edit_layer(layer)
     n_samples = n_samples or bundle.hparams.mom2_n_samples
     max_length = max_length or bundle.hparams.mom2_max_length
-    metadata = {"model": bundle.weights_id, "layer": layer, "corpus": corpus, "n_samples": n_samples,
-                "max_length": max_length, "add_bos": bundle.add_bos, "accumulate": "float64",
-                "code_version": CACHE_VERSION}
+    texts = (statistics_corpus() if texts is None else texts)[:n_samples]
+    metadata = {"model": bundle.weights_id, "layer": layer, "corpus": corpus, "texts": digest(texts),
+                "n_samples": n_samples, "max_length": max_length, "add_bos": bundle.add_bos,
+                "accumulate": "float64", "code_version": CACHE_VERSION}
     path = entry_path("stats", metadata, ".safetensors", label=f"layer{layer}")
     entry = load_tensors(path, metadata) if cache else None
     if entry is not None:
@@ -110,9 +112,6 @@ def second_moment(bundle: Bundle, layer: int | None = None, texts: list[str] | N
         if "C" in tensors and tensors["C"].shape[0] == bundle.weight(layer).shape[1]:
             return SecondMoment(tensors["C"].to(bundle.device), stored["n_tokens"], metadata)
         log.warning("statistics cache %s does not hold a C of this layer's size; recomputing", path)
-    if texts is None:
-        texts = statistics_corpus()
-    texts = texts[:n_samples]
     matrix, n_tokens = compute_second_moment(bundle, layer, texts, max_length=max_length, progress=progress,
                                              workers=workers)
     if cache:

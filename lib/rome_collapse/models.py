@@ -253,13 +253,27 @@ def _embedded_gguf(name: str) -> Path:
     return path
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (a GGUF of 100–300 MB takes about a second)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _converted_dir(name: str, gguf: Path) -> Path:
+    """Where the float32 conversion of ``gguf`` lives: named by a digest of the file's bytes, so that another
+    file (even one of the same size) never reads back this conversion."""
+    return cache_dir("models") / f"{name}-{file_sha256(gguf)[:16]}"
+
+
 def _embedded_dir(name: str) -> Path:
     """Dequantise the GGUF once into a float32 safetensors checkpoint (loads in seconds afterwards)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _embedded_gguf(name)
-    stat = gguf.stat()
-    target = cache_dir("models") / f"{name}-{stat.st_size}"
+    target = _converted_dir(name, gguf)
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     log.info("converting %s to a float32 checkpoint in %s (once)", gguf, target)
@@ -316,11 +330,7 @@ def _embedded_sha256(name: str) -> str:
                 return base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4)).hex()
     except metadata.PackageNotFoundError:
         pass
-    h = hashlib.sha256()
-    with gguf.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(gguf)
 
 
 def _source_id(name: str, source: str, model: torch.nn.Module) -> str:

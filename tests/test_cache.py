@@ -1,5 +1,6 @@
 """The one disk-cache helper (cache.py) and the weights' identity that keys every cache (Bundle.weights_id)."""
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -152,3 +153,16 @@ def test_statistics_and_templates_are_keyed_by_the_weights(smol_tokenizer, cache
     assert {p.parent.name for p in (cache_root / "stats").rglob("*.safetensors")} == {
         a.weights_id.replace("/", "--"), b.weights_id.replace("/", "--")}
     assert len(list((cache_root / "templates").rglob("*.json"))) == 2
+
+
+def test_the_early_stop_loss_is_in_the_v_star_key(monkeypatch):
+    bundle = SimpleNamespace(weights_id="some/model@sha256-0123", add_bos=False)  # all that the key reads
+    hp = models.default_hparams(layer=1)
+
+    def key():
+        return values._value_key(bundle, CASE, ["{}"], 1, hp)
+
+    default = key()
+    assert default["early_stop_loss"] == values.EARLY_STOP_LOSS
+    monkeypatch.setattr(values, "EARLY_STOP_LOSS", values.EARLY_STOP_LOSS / 10)
+    assert key() != default and values._value_path(key()) != values._value_path(default)

@@ -6,7 +6,8 @@ the subject's last token makes every context template's prompt predict target_ne
 workbook's alternatives). Several requests run in one batched forward per step; the row bookkeeping
 (``_build_rows``) and the prefix split (``_split``) only save work, the numbers are those of one request at a
 time. ``values_for`` reads v* from the cache (``cache.py``; keyed by the weights, the layer, the
-hyper-parameters but the covariance's, the templates and the request) or optimises the missing ones.
+hyper-parameters but the covariance's, the early-stop loss, the templates and the request) or optimises the
+missing ones.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .parallel import map_on_copies
 from .tokens import pad_batch, subject_last_index, token_ids
 from .trace import block_input, blocks_skipped, lm_logits, output_added
 
-EARLY_STOP_LOSS = 5e-2  # ROME stops optimising v* once the loss is this small
+EARLY_STOP_LOSS = 5e-2  # ROME stops optimising v* once the loss is this small (in the v* cache key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,8 +311,8 @@ def _value_key(bundle: Bundle, case: EditCase, templates: list[str], layer: int,
     # v* does not depend on the covariance (mom2_*), so both settings share one entry.
     v_hparams = {k: v for k, v in asdict(hp).items() if not k.startswith("mom2")}
     key = {"model": bundle.weights_id, "add_bos": bundle.add_bos, "layer": layer, "hparams": v_hparams,
-           "templates": digest(templates), "prompt": case.prompt, "subject": case.subject,
-           "target_new": case.target_new, "code_version": CACHE_VERSION}
+           "early_stop_loss": EARLY_STOP_LOSS, "templates": digest(templates), "prompt": case.prompt,
+           "subject": case.subject, "target_new": case.target_new, "code_version": CACHE_VERSION}
     if options is not None and not options.is_default:  # ROME's own options keep the key they always had
         key["value_options"] = options.to_dict()
     return key

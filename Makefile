@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml requirements-models.txt
 # otherwise compute side by side (each model converted once, its templates, the smoke profile's C).
 XDIST := -n $(JOBS) --dist loadfile
 # The longest notebooks first, so that the workers finish together.
-SLOW_FIRST := 10_clamp_study 01_denominators 03_first_token 08_predict_collapse 09_sequential
+SLOW_FIRST := 10_clamp_study 11_counterfact 01_denominators 03_first_token 08_predict_collapse 09_sequential
 NBVAL_COPIES = $(addprefix build/nbval/,$(addsuffix .ipynb,$(SLOW_FIRST))) \
 	$(filter-out $(addprefix build/nbval/,$(addsuffix .ipynb,$(SLOW_FIRST))),$(wildcard build/nbval/*.ipynb))
 
@@ -71,9 +71,10 @@ smoke-copies: $(STAMP)
 #  - prepare fills what every run of the default model reads (its conversion, templates, C) once, before them;
 #  - 03 runs first on the BOS model (Gemma-3); the default model's 03 reads that run's BOS table (Part 2);
 #  - 04 and 06 read 01's per-edit table; 05 compares both models; 00 collects every verdict, so it runs last.
-# prepare's C and 01 (24 v*, 96 measured edits) are the longest path: each works on JOBS threads of its own
-# (`workers`), and the other lane's runs share the cores with them.
-PAPER := 01_denominators 05_concentration 02_key_tsne 03_first_token 04_position_swaps 06_the_fix
+# 11 (the CounterFact protocol: a 20,000-record screen, 130 records edited) and 01 (24 v*, 96 measured edits) are
+# the longest runs: each works on JOBS threads of its own (`workers`), and the other lane's runs share the cores.
+PAPER := 11_counterfact 01_denominators 05_concentration 02_key_tsne 03_first_token 04_position_swaps 06_the_fix \
+	12_table3
 BEYOND := $(filter-out 00_overview $(INTERACTIVE) $(PAPER),$(basename $(notdir $(NOTEBOOKS))))
 RUNS := build/runs
 COMMIT := $(if $(filter full,$(PROFILE)),--commit)
@@ -108,7 +109,9 @@ $(RUNS)/%: $(RUNS)/prepared
 	$(REPRODUCE) $(COMMIT) --model $(MODEL) $(RUN_OPTIONS) notebooks/$*.ipynb
 	touch $@
 
-$(RUNS)/01_denominators: RUN_OPTIONS = -p workers $(JOBS)
+$(RUNS)/01_denominators $(RUNS)/11_counterfact: RUN_OPTIONS = -p workers $(JOBS)
+# 12 edits on the BOS model too: it reads the BOS model's conversion and templates (with and without its BOS).
+$(RUNS)/12_table3: $(RUNS)/03_first_token-bos
 $(RUNS)/03_first_token: $(RUNS)/03_first_token-bos
 $(RUNS)/05_concentration: $(RUNS)/prepared-bos
 $(RUNS)/04_position_swaps $(RUNS)/06_the_fix: $(RUNS)/01_denominators

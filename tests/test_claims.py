@@ -60,7 +60,7 @@ def test_overview_has_every_claim_in_order_and_blank_cells_where_not_judged():
     assert row.loc["bos", "gemma"] == "holds: 0/4 collapse" and row.loc["bos", "smol"] == ""
     assert row.loc["denominator", "smol"] == "holds: 0.01"
     grid = claims.verdict_grid(verdicts, ["smol", "gemma"])
-    assert grid.loc[("bos", "any"), "gemma"] == "holds" and grid.loc[("bos", "any"), "smol"] == ""
+    assert grid.loc[("bos", "any", "curated"), "gemma"] == "holds" and grid.loc[("bos", "any", "curated"), "smol"] == ""
     empty = claims.verdict_grid(verdicts.iloc[:0], ["smol"])
     assert empty.shape == (len(claims.CLAIMS), 1) and (empty == "").all().all()
 
@@ -77,8 +77,27 @@ def test_overview_has_a_row_per_setting_that_judged_a_claim():
     assert table.loc[table["claim_id"] == "key-mismatch", "setting"].tolist() == ["any"]
     assert len(table) == len(claims.CLAIMS) + 1
     grid = claims.verdict_grid(verdicts, ["smol"])
-    assert grid.loc[("rome-collapses", "paper"), "smol"] == "holds"
-    assert grid.loc[("rome-collapses", "rome"), "smol"] == "holds in part"
+    assert grid.loc[("rome-collapses", "paper", "curated"), "smol"] == "holds"
+    assert grid.loc[("rome-collapses", "rome", "curated"), "smol"] == "holds in part"
+
+
+def test_overview_has_a_row_per_data_after_the_curated_one():
+    verdicts = pd.DataFrame([
+        {"claim_id": "rome-collapses", "model": "smol", "measured": "30/30", "verdict": "holds", "setting": "paper",
+         "data": "CounterFact"},
+        {"claim_id": "rome-collapses", "model": "smol", "measured": "12/12", "verdict": "holds", "setting": "paper"}])
+    table = claims.overview(verdicts, ["smol"])
+    rows = table[table["claim_id"] == "rome-collapses"]
+    assert list(rows["data"]) == ["curated", "CounterFact"] and list(rows["smol"]) == ["holds: 12/12", "holds: 30/30"]
+    grid = claims.verdict_grid(verdicts, ["smol"])
+    assert grid.loc[("rome-collapses", "paper", "CounterFact"), "smol"] == "holds"
+
+
+def test_a_verdict_names_known_data_only():
+    verdict = claims.Verdict("bos", "gemma", "0/4", "holds")
+    assert verdict.data == "curated" and verdict.on("CounterFact").data == "CounterFact"
+    with pytest.raises(ValueError, match="data"):
+        verdict.on("elsewhere")
 
 
 def test_markdown_escapes_pipes():

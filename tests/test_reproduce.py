@@ -113,7 +113,7 @@ def find(lines, *words) -> int:
 
 
 PAPER = ("00_overview", "01_denominators", "02_key_tsne", "03_first_token", "04_position_swaps", "05_concentration",
-         "06_the_fix")
+         "06_the_fix", "11_counterfact", "12_table3")
 
 
 def test_make_reproduce_paper_runs_each_paper_notebook_once_and_the_overview_last(tmp_path):
@@ -121,7 +121,8 @@ def test_make_reproduce_paper_runs_each_paper_notebook_once_and_the_overview_las
     runs = {name: find(lines, "--model smollm2-135m", f"notebooks/{name}.ipynb") for name in PAPER}
     assert find(lines, "--model gemma3-270m", "03_first_token.ipynb") < runs["03_first_token"]
     assert runs["00_overview"] == len(lines) - 1
-    assert "-p workers" in lines[runs["01_denominators"]] and "--commit" in lines[runs["01_denominators"]]
+    for name in ("01_denominators", "11_counterfact"):
+        assert "-p workers" in lines[runs[name]] and "--commit" in lines[runs[name]]
     assert not any("08_predict" in line for line in lines)  # the paper's notebooks only
 
 
@@ -131,6 +132,8 @@ def test_make_reproduce_paper_runs_each_paper_notebook_once_and_the_overview_las
     ("03_first_token", ["prepare --models smollm2-135m", "prepare --models gemma3-270m", "--model gemma3-270m"]),
     ("05_concentration", ["prepare --models smollm2-135m", "prepare --models gemma3-270m"]),
     ("02_key_tsne", ["prepare --models smollm2-135m"]),
+    ("11_counterfact", ["prepare --models smollm2-135m"]),
+    ("12_table3", ["prepare --models smollm2-135m", "prepare --models gemma3-270m", "--model gemma3-270m"]),
 ])
 def test_each_run_of_make_reproduce_comes_after_the_runs_it_reads(tmp_path, run, needs):
     """Asked for alone, a run brings along exactly what it reads (the graph's edges), before itself."""

@@ -14,7 +14,7 @@ be read where this workbook was written, so compare the direction and size of th
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,9 @@ VERDICTS = ("holds", "holds in part", "does not hold", "not testable")
 # Which setting of ROME a verdict's numbers come from: "paper" (no C⁻¹, as the authors ran), "rome" (C⁻¹, as
 # Meng et al.), or "any" where the claim does not involve C (keys, positions, first-token statistics).
 SETTING_ORDER = ("paper", "rome", "any")
+# Which cases a verdict's numbers come from: the curated set this project wrote (cases grouped by construction) or
+# real CounterFact records (the paper's protocol, notebooks 11 and 12: groups found by the scan and by editing).
+DATA_ORDER = ("curated", "CounterFact")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,15 @@ CLAIMS: dict[str, Claim] = {
     "c-rome-safe": Claim(
         "Table 2", "C-ROME (k̄ everywhere) edits the same cases without collapse",
         "perplexity stays at the unedited model's level"),
+    "observation": Claim(
+        "§3.3", "Nearly every collapse case has a one-token subject that is the very first token of the prompt (tested "
+        "on the collapses measured by editing CounterFact)",
+        "almost all HardCF cases (the CounterFact edits that collapsed the model) have a single-token subject at the "
+        "start of the prompt"),
+    "period-subjects": Claim(
+        "Table 3", "Subjects ending in a period (Llama-2's few collapse cases) collapse the model with a BOS "
+        "(Llama-2) but not those without one (GPT-2-XL, GPT-J)",
+        "Llama2-7b's collapse cases have subjects ending in '.'; editing them does not collapse GPT-2-XL or GPT-J"),
     "key-mismatch": Claim(
         "Figure 2", "Collapse cases' kᵘ lie apart from their k̄ and C⁻¹k̄; normal cases' do not",
         "t-SNE: collapse cases' kᵘ form a separate cluster, normal cases' kᵘ overlap their k̄"),
@@ -104,10 +116,11 @@ class Verdict:
     verdict: str  # one of VERDICTS
     setting: str = "any"  # one of SETTING_ORDER
     parts: str = ""  # each part's value against its rule (criteria.PartResult.describe), " | "-separated
+    data: str = "curated"  # one of DATA_ORDER
 
     @classmethod
     def from_parts(cls, claim_id: str, model: str, measured: str, parts: list[criteria.PartResult],
-                   setting: str = "any") -> "Verdict":
+                   setting: str = "any", data: str = "curated") -> "Verdict":
         """The verdict that ``criteria.combine`` gives the measured parts. Every part of the claim in
         ``criteria.CRITERIA`` must be there, once: a rule cannot leave one out."""
         wanted = [c.part for c in criteria.parts_of(claim_id)]
@@ -118,7 +131,11 @@ class Verdict:
         parts = sorted(parts, key=lambda p: order[p.part])
         unmet = criteria.unmet(parts)
         return cls(claim_id, model, measured + (f" [{unmet}]" if unmet else ""), criteria.combine(parts), setting,
-                   " | ".join(p.describe() for p in parts))
+                   " | ".join(p.describe() for p in parts), data)
+
+    def on(self, data: str) -> "Verdict":
+        """This verdict, its numbers from ``data`` (a rule written for the curated set run on CounterFact groups)."""
+        return replace(self, data=data)
 
     def __post_init__(self) -> None:
         if self.claim_id not in CLAIMS:
@@ -127,6 +144,8 @@ class Verdict:
             raise ValueError(f"claim {self.claim_id!r}: setting {self.setting!r} is not one of {SETTING_ORDER}")
         if self.verdict not in VERDICTS:
             raise ValueError(f"claim {self.claim_id!r}: verdict {self.verdict!r} is not one of {VERDICTS}")
+        if self.data not in DATA_ORDER:
+            raise ValueError(f"claim {self.claim_id!r}: data {self.data!r} is not one of {DATA_ORDER}")
         if not self.measured.strip():
             raise ValueError(f"claim {self.claim_id!r}: 'measured' is empty")
 
@@ -145,7 +164,7 @@ def save(verdicts: list[Verdict], notebook: str, run_model: str, profile: str = 
     return out
 
 
-COLUMNS = ["notebook", "run_model", "profile", "claim_id", "model", "measured", "verdict", "setting", "parts"]
+COLUMNS = ["notebook", "run_model", "profile", "claim_id", "model", "measured", "verdict", "setting", "parts", "data"]
 
 
 def load(profile: str = "full") -> pd.DataFrame:
@@ -158,56 +177,65 @@ def load(profile: str = "full") -> pd.DataFrame:
     if "setting" not in table.columns:
         raise ValueError(f"claims files under {claims_dir(profile)} have no 'setting' column: run their notebooks again")
     table["parts"] = table["parts"].fillna("") if "parts" in table.columns else ""  # files from before the parts
+    table["data"] = table["data"].replace("", "curated") if "data" in table.columns else "curated"  # and the data
     unknown = sorted(set(table["claim_id"]) - set(CLAIMS))
     if unknown:
         raise ValueError(f"claims files under {claims_dir(profile)} name unknown claims: {unknown}")
     own_run = table["run_model"] == table["model"]
     table = pd.concat([table[~own_run], table[own_run]], ignore_index=True)
-    return table.drop_duplicates(["claim_id", "model", "setting"], keep="last").reset_index(drop=True)[COLUMNS]
+    return table.drop_duplicates(["claim_id", "model", "setting", "data"], keep="last").reset_index(drop=True)[COLUMNS]
 
 
-def _rows(verdicts: pd.DataFrame) -> list[tuple[str, str]]:
-    """(claim_id, setting) in the paper's order: one per setting that judged the claim, ("id", "") if none did."""
-    if "setting" not in verdicts.columns:
-        verdicts = verdicts.assign(setting="any")
+def _with_defaults(verdicts: pd.DataFrame) -> pd.DataFrame:
+    defaults = {"setting": "any", "data": "curated"}  # rows written before either column, or without it
+    return verdicts.assign(**{c: verdicts[c].fillna(v).replace("", v) if c in verdicts.columns else v
+                              for c, v in defaults.items()})
+
+
+def _rows(verdicts: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(claim_id, setting, data) in the paper's order: one per setting and data that judged the claim, (id, "", "")
+    if none did."""
+    verdicts = _with_defaults(verdicts)
     rows = []
     for claim_id in CLAIMS:
-        judged = set(verdicts.loc[verdicts["claim_id"] == claim_id, "setting"])
-        rows += [(claim_id, s) for s in SETTING_ORDER if s in judged] or [(claim_id, "")]
+        mine = verdicts[verdicts["claim_id"] == claim_id]
+        judged = set(zip(mine["setting"], mine["data"]))
+        rows += [(claim_id, s, d) for d in DATA_ORDER for s in SETTING_ORDER if (s, d) in judged] or [(claim_id, "", "")]
     return rows
 
 
-def _hit(verdicts: pd.DataFrame, claim_id: str, setting: str, model: str) -> pd.DataFrame:
-    settings = verdicts["setting"] if "setting" in verdicts.columns else "any"
-    return verdicts[(verdicts["claim_id"] == claim_id) & (settings == setting) & (verdicts["model"] == model)]
+def _hit(verdicts: pd.DataFrame, claim_id: str, setting: str, data: str, model: str) -> pd.DataFrame:
+    v = _with_defaults(verdicts)
+    return v[(v["claim_id"] == claim_id) & (v["setting"] == setting) & (v["data"] == data) & (v["model"] == model)]
 
 
 def overview(verdicts: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
-    """One row per claim and setting that judged it (in the paper's order): source, claim, the paper's finding,
-    the setting, and for each model "<verdict>: <measured>" (empty where no run judged it)."""
+    """One row per claim, setting and data that judged it (in the paper's order): source, claim, the paper's finding,
+    the setting, the data, and for each model "<verdict>: <measured>" (empty where no run judged it)."""
     models = models or list(dict.fromkeys(verdicts["model"]))
     rows = []
-    for claim_id, setting in _rows(verdicts):
+    for claim_id, setting, data in _rows(verdicts):
         c = CLAIMS[claim_id]
-        row = {"claim_id": claim_id, "source": c.source, "claim": c.claim, "paper": c.paper, "setting": setting}
+        row = {"claim_id": claim_id, "source": c.source, "claim": c.claim, "paper": c.paper, "setting": setting,
+               "data": data}
         for m in models:
-            hit = _hit(verdicts, claim_id, setting, m)
+            hit = _hit(verdicts, claim_id, setting, data, m)
             row[m] = f"{hit['verdict'].iloc[0]}: {hit['measured'].iloc[0]}" if len(hit) else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def verdict_grid(verdicts: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
-    """(claim, setting) × models of verdicts ("" where not judged), for a picture of the whole table."""
+    """(claim, setting, data) × models of verdicts ("" where not judged), for a picture of the whole table."""
     models = models or list(dict.fromkeys(verdicts["model"]))
     rows = _rows(verdicts)
-    index = pd.MultiIndex.from_tuples(rows, names=["claim_id", "setting"])
+    index = pd.MultiIndex.from_tuples(rows, names=["claim_id", "setting", "data"])
     grid = pd.DataFrame("", index=index, columns=models)
-    for claim_id, setting in rows:
+    for claim_id, setting, data in rows:
         for m in models:
-            hit = _hit(verdicts, claim_id, setting, m)
+            hit = _hit(verdicts, claim_id, setting, data, m)
             if len(hit):
-                grid.loc[(claim_id, setting), m] = hit["verdict"].iloc[0]
+                grid.loc[(claim_id, setting, data), m] = hit["verdict"].iloc[0]
     return grid
 
 

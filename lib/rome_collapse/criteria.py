@@ -62,6 +62,17 @@ CRITERIA: tuple[Criterion, ...] = (
        "C-ROME edits with ME-PPL over 10× the unedited", "<=", 0),
     _c("c-rome-safe", "perplexity-kept", "perplexity stays at the unedited level",
        "largest ME-PPL after / before of a C-ROME edit", "<=", 2.0),
+    # §3.3 (notebook 11): the observation, on the ROME edits of CounterFact that collapsed the model (paper setting)
+    _c("observation", "collapses-single-token-first", "(nearly) every collapse has a one-token subject at the start",
+       "share of the measured ROME collapses whose subject is one token at the start", ">=", 0.9),
+    _c("observation", "single-token-first-collapse", "and such subjects collapse the model",
+       "share of edited one-token-first records whose ROME edit collapsed the model", ">=", 0.5),
+    # Table 3 (notebook 12): CounterFact records whose subject ends in a period, ROME edits, ME-PPL as the model is
+    # used (with its BOS where it has one). Each model tests the part that concerns it; the other is not testable.
+    _c("period-subjects", "no-bos-safe", "they do not collapse a model without a BOS",
+       "share of period-subject ROME edits that collapse a model without a BOS", "<=", 0.1),
+    _c("period-subjects", "bos-collapses", "they collapse the model with a BOS",
+       "share of period-subject ROME edits that collapse a model with its BOS", ">=", 0.5),
     # Figure 2 (notebook 02)
     _c("key-mismatch", "collapse-apart", "collapse cases' kᵘ lie apart from their k̄",
        "mean cos(kᵘ, k̄) of collapse-prone cases", "<", 0.5),

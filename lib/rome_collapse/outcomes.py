@@ -166,6 +166,20 @@ def saved_edits(saved: str | Path | pd.DataFrame, edits: dict[str, list[rome.Edi
     return table.reset_index(drop=True)
 
 
+def measured_or_saved(bundle: Bundle, edits: dict[str, list[rome.Edit]], groups: dict, saved: str | Path,
+                      ppl_texts: list[str], ppl_before: float, test_prefixes: list[str] | None = None,
+                      workers: int = 1, progress: bool = True) -> tuple[pd.DataFrame, str]:
+    """The per-edit table of ``edits`` (variant → edits, all of ``bundle``'s setting): read from an earlier run's
+    table at ``saved`` when it holds exactly these edits, measured, perplexity and scores, otherwise
+    (:func:`measure_edits`). Returns the table and where it came from ("measured" or the file's name)."""
+    table = saved_edits(saved, edits, bundle.setting, ppl_before)
+    if table is not None and (test_prefixes is None or not table["rewrite_acc_prefix"].isna().any()):
+        return table, Path(saved).name
+    outcomes = measure_edits(bundle, [e for es in edits.values() for e in es], groups, ppl_texts, ppl_before,
+                             test_prefixes=test_prefixes, progress=progress, workers=workers)
+    return pd.DataFrame([o.to_dict() for o in outcomes]), "measured"
+
+
 def group_stats(table: pd.DataFrame, columns: list[str], by: list[str] | str = "group",
                 stats: tuple[str, ...] = ("mean", "min", "max")) -> pd.DataFrame:
     """``table.groupby(by)[columns]`` summarised by ``stats``; columns named ``<column> <stat>``."""

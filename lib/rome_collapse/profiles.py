@@ -2,7 +2,7 @@
 
 ``smoke`` keeps every notebook short on a 2-core CPU (CI: it checks that every cell runs, not the findings);
 ``full`` is the real run; ``large`` is ``full`` at the paper's sizes on CounterFact (every record the scan flags,
-1,000 normal records), for a GPU or a long CPU run (not yet read by the notebooks). The profiles share cache entries
+1,000 normal records, every period subject), for a GPU or a long CPU run (``-p profile large`` in notebooks 11, 12). The profiles share cache entries
 with each other's runs where the settings agree.
 """
 from __future__ import annotations
@@ -35,11 +35,18 @@ class Profile:
     # v* optimisation steps; None: the model's own (ROME's 20-25). The smoke run takes a few: v* is most of a
     # notebook's time, and the smoke run checks that every cell runs, not how well the edits land.
     value_steps: int | None = None
-    # The paper's protocol on CounterFact (issue 20): the records the scan flags (at risk) that are edited, a seeded
-    # sample (samples.sample_records) or, None, every one; and the seeded sample of unflagged ("normal") records
-    # edited beside them. smoke and full values are placeholders until the notebooks read them.
+    # The paper's protocol on CounterFact (notebooks 11 and 12, both shared splits, 20,000 records): how many records
+    # the scan screens (a seeded sample; None: every one), how many of those it flags (at risk) are edited (a seeded
+    # sample; None: every one) and how many unflagged ("normal") ones beside them (a seeded random sample).
+    counterfact_scan: int | None = None
     counterfact_flagged: int | None = 30
     counterfact_normal: int = 100
+    # Table 3 (notebook 12): records whose subject ends in a period (73 in the two splits), a seeded sample edited on
+    # the default model (None: all), and on the BOS model in each BOS variant.
+    period_cases: int | None = 30
+    period_bos_cases: int = 10
+    # Figures 4-5 on CounterFact (notebook 12): the BOS model scans its one-token-first records and this many others.
+    bos_scan_others: int = 200
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,7 +61,8 @@ PROFILES = {
                      sequential_ppl_every=1, predict_cases_per_group=3, sequential_settings=("paper",),
                      bos_cases=1, concentration_texts=50, layer_sweep_cases_per_group=2, layer_sweep_stats_samples=200,
                      layer_sweep_first_half=False, clamp_study_cases=1, clamp_study_normal_cases=1, value_steps=5,
-                     counterfact_flagged=2, counterfact_normal=2),
+                     counterfact_scan=300, counterfact_flagged=2, counterfact_normal=2, period_cases=2,
+                     period_bos_cases=1, bos_scan_others=20),
     "full": Profile("full", stats_samples=9950, cases_per_group=12, ppl_set="50", sequential_edits=30,
                     sequential_ppl_every=3, predict_cases_per_group=30, sequential_settings=("paper", "rome"),
                     bos_cases=4, concentration_texts=300, layer_sweep_cases_per_group=6, layer_sweep_stats_samples=500,
@@ -62,14 +70,16 @@ PROFILES = {
 }
 # The paper's sizes: every collapse-prone (flagged) record edited and 1,000 normal ones (its Table 2 samples 1,000
 # records of CounterFact besides HardCF); everything else as in full.
-PROFILES["large"] = replace(PROFILES["full"], name="large", counterfact_flagged=None, counterfact_normal=1000)
+PROFILES["large"] = replace(PROFILES["full"], name="large", counterfact_flagged=None, counterfact_normal=1000,
+                            period_cases=None, period_bos_cases=73, bos_scan_others=1000)
 
 
-# The notebooks beyond the paper state how long their full run may take (minutes; the default model on this
+# The notebooks beyond the paper and the CounterFact protocol's (11, 12) state how long their full run may take (minutes; the default model on this
 # workplace's 2-core CPU, every cache empty, so the v* of the run included), in their opening cell. make reproduce
 # records each run's time in figures/reproduce_timings.csv; tests/test_reproduce.py checks the committed runs kept
 # within these budgets and that each notebook states its own.
-TIME_BUDGETS_MIN = {"08_predict_collapse": 25, "09_sequential": 30, "10_clamp_study": 30}
+TIME_BUDGETS_MIN = {"08_predict_collapse": 25, "09_sequential": 30, "10_clamp_study": 30, "11_counterfact": 45,
+                    "12_table3": 20}
 
 
 def get_profile(name: str) -> Profile:

@@ -6,7 +6,8 @@
   edited MLP's keys, at given positions of given texts (each text run only as far as its position needs,
   :func:`shortest_prefix`).
 * :func:`centroid_table`, :func:`first_token_statistics`: how close sets of vectors are to reference centroids,
-  and one scale-free summary of how special first-token vectors are next to later ones.
+  and one scale-free summary of how special first-token vectors are next to later ones;
+  :func:`first_token_sets`: the key sets of Figure 3 (first and later tokens of ordinary text, cases' kᵘ).
 * :func:`case_key_vectors`, :func:`denominator_ratios`: kᵘ, k̄ and C⁻¹k̄ of edit cases with their cosine and
   ROME's denominator ratio, at the edit layer or as if edited at each of several layers.
 * :func:`layer_key_concentration`: the MLP keys' concentration at every layer (the paper's Eq. 4, App. A.5).
@@ -136,6 +137,40 @@ def centroid_table(sets: dict[str, torch.Tensor], references: dict[str, torch.Te
             row[f"nearest_{ref}"] = (best == i).double().mean().item()
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def editing_prefix(templates: list[str], case_id, seed: int = 0) -> str:
+    """The one editing prefix (of ``templates[1:]``) put in front of a case in Figure 3, seeded by case."""
+    import random
+
+    return random.Random(f"{seed}-{case_id}").choice(templates[1:])
+
+
+def first_token_sets(bundle: Bundle, texts: list[str], collapse_cases: list[EditCase], normal_cases: list[EditCase],
+                     templates: list[str], seed: int = 0, without_bos: Bundle | None = None) -> dict[str, torch.Tensor]:
+    """Figure 3's key sets at the edit layer: the first token of ``texts`` (with a BOS also their first word), a few
+    later tokens of them, the collapse and normal cases' kᵘ, and the collapse cases' kᵘ behind one seeded editing
+    prefix (``templates[1:]``). With ``without_bos`` (the same model, BOS removed) also the first token of the texts
+    and the collapse cases' kᵘ without the BOS."""
+    from .samples import later_lookups
+
+    layer = bundle.hparams.layer
+    sets = {"first token (pos 0, BOS)" if bundle.add_bos else "first token (pos 0)":
+            keys.token_keys(bundle, texts, position=0)}
+    if bundle.add_bos:
+        sets["first word (pos 1)"] = keys.token_keys(bundle, texts, position=1)
+    sets["later tokens"] = keys.keys_at(bundle, layer, later_lookups(bundle, texts, per_text=4, max_position=48,
+                                                                     seed=seed))
+    for label, cases in (("collapse kᵘ", collapse_cases), ("normal kᵘ", normal_cases)):
+        sets[label] = torch.stack([keys.unprefixed_key(bundle, c.prompt, c.subject) for c in cases])
+    prefixes = [editing_prefix(templates, c.case_id, seed) for c in collapse_cases]
+    sets["collapse kᵘ, prefixed"] = torch.cat([keys.keys_at(bundle, layer, keys.subject_lookups(
+        bundle, c.prompt, c.subject, [t])) for c, t in zip(collapse_cases, prefixes)])
+    if without_bos is not None and bundle.add_bos:
+        sets["first token, BOS removed"] = keys.token_keys(without_bos, texts, position=0)
+        sets["collapse kᵘ, BOS removed"] = torch.stack([keys.unprefixed_key(without_bos, c.prompt, c.subject)
+                                                       for c in collapse_cases])
+    return sets
 
 
 def first_token_statistics(first: torch.Tensor, later: torch.Tensor) -> dict[str, float]:

@@ -216,14 +216,14 @@ FEW_TEMPLATES = ["{}", "Some words here. {}", "It rained all day. {}"]
 
 
 @pytest.fixture(scope="module")
-def tiny_gpt2(smol_tokenizer):
-    """A 2-layer random GPT-2 (Conv1D projections) with SmolLM2's tokenizer, its edited bias made non-zero."""
+def tiny_gpt2(tiny_tokenizer):
+    """A 2-layer random GPT-2 (Conv1D projections) with the tiny tokenizer, its edited bias made non-zero."""
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=len(smol_tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    config = transformers.GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)
     model = transformers.GPT2LMHeadModel(config)
     with torch.no_grad():
         model.transformer.h[1].mlp.c_proj.bias.normal_()
-    return models.from_model(model, smol_tokenizer, name="tiny-gpt2", hparams=models.default_hparams(layer=1))
+    return models.from_model(model, tiny_tokenizer, name="tiny-gpt2", hparams=models.default_hparams(layer=1))
 
 
 def hand_value(case, v_star, start):

@@ -204,8 +204,8 @@ def test_test_time_prefix_is_put_before_the_prompt(ex, tiny):
     assert ex.runs[-1]["test_prefix"] and explorer._esc(prefix) in ex.result.value
 
 
-def test_switching_model_undoes_the_edit(make, tiny, smol_tokenizer):
-    other = models.from_model(tiny_llama(smol_tokenizer, seed=1), smol_tokenizer, name="tiny-other",
+def test_switching_model_undoes_the_edit(make, tiny, tiny_tokenizer):
+    other = models.from_model(tiny_llama(tiny_tokenizer, seed=1), tiny_tokenizer, name="tiny-other",
                               hparams=tiny.hparams)
     bundles = {"tiny-llama": tiny, "tiny-other": other}
     ex = make(load=bundles.__getitem__, model_names=list(bundles))

@@ -57,9 +57,9 @@ LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none", "autoStartDefaultKernel": True},
 }
 SECOND = 1000  # Playwright counts in milliseconds
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` package (apt-get install chromium); "
-                             ".ci/run installs it")
+pytestmark = [pytest.mark.model,  # the explorer notebook loads the default model
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` package "
+                                                          "(apt-get install chromium); .ci/run installs it")]
 
 
 def free_port() -> int:

@@ -114,8 +114,8 @@ def _custom(tokenizer, seed: int):
                              hparams=models.default_hparams(layer=1, v_num_grad_steps=2))
 
 
-def test_from_model_bundles_are_keyed_by_their_weights(smol_tokenizer, cache_root, monkeypatch):
-    a, a_again, b = _custom(smol_tokenizer, 0), _custom(smol_tokenizer, 0), _custom(smol_tokenizer, 1)
+def test_from_model_bundles_are_keyed_by_their_weights(tiny_tokenizer, cache_root, monkeypatch):
+    a, a_again, b = _custom(tiny_tokenizer, 0), _custom(tiny_tokenizer, 0), _custom(tiny_tokenizer, 1)
     assert a.name == b.name == "custom"
     assert a.weights_id == a_again.weights_id != b.weights_id and a.weights_id.startswith("custom@sha256-")
     templates = ["{}"]
@@ -135,17 +135,17 @@ def test_from_model_bundles_are_keyed_by_their_weights(smol_tokenizer, cache_roo
     assert len(list((cache_root / "values").rglob("*.safetensors"))) == 2
 
 
-def test_an_edited_copy_of_the_weights_gets_another_id(smol_tokenizer):
-    model = tiny_llama(smol_tokenizer, layers=2, seed=0)
+def test_an_edited_copy_of_the_weights_gets_another_id(tiny_tokenizer):
+    model = tiny_llama(tiny_tokenizer, layers=2, seed=0)
     before = models.weights_digest(model)
     with torch.no_grad():
         model.model.layers[1].mlp.down_proj.weight[0, 0] += 1.0
     assert models.weights_digest(model) != before
-    assert models.from_model(model, smol_tokenizer, weights_id="mine").weights_id == "mine"
+    assert models.from_model(model, tiny_tokenizer, weights_id="mine").weights_id == "mine"
 
 
-def test_statistics_and_templates_are_keyed_by_the_weights(smol_tokenizer, cache_root):
-    a, b = _custom(smol_tokenizer, 0), _custom(smol_tokenizer, 1)
+def test_statistics_and_templates_are_keyed_by_the_weights(tiny_tokenizer, cache_root):
+    a, b = _custom(tiny_tokenizer, 0), _custom(tiny_tokenizer, 1)
     texts = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital of France."]
     for bundle in (a, b):
         stats.second_moment(bundle, texts=texts, corpus="test", n_samples=2, progress=False)

@@ -125,6 +125,7 @@ def test_study_table(tiny, setup):
     bundle = tiny.with_setting("paper")
     variants = [clamp_study.VALUE_VARIANTS[0], clamp_study.VALUE_VARIANTS[-1]]
     texts = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital and largest city of France."]
+    before = bundle.weight(1).detach().clone()
     study = clamp_study.run_study({"paper": bundle}, CASES[:1], {"paris": "collapse-prone"}, templates,
                                   {"paper": stats.covariance(bundle)}, texts, templates[1:3], variants, progress=False)
     assert list(study["variant"]) == [v.name for v in variants]
@@ -134,7 +135,7 @@ def test_study_table(tiny, setup):
     assert (study["delta_norm"] <= study["clamp_bound"] * 1.001).all()
     summary = clamp_study.summary(study)
     assert list(summary["variant"]) == [v.name for v in variants] and (summary["edits"] == 1).all()
-    assert torch.equal(tiny.weight(1), bundle.weight(1))  # weights restored
+    assert torch.equal(bundle.weight(1), before)  # every edit of the study undone, bit for bit
 
 
 def test_profiles_size_the_study():

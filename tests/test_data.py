@@ -64,6 +64,7 @@ def test_duplicate_ids_and_non_objects_are_rejected(tmp_path):
     assert data.load_cases(path)[0].case_id == 7
 
 
+@pytest.mark.model
 def test_curated_set_shape(smol, curated):
     assert len(curated) >= 150
     assert len({c.relation_id for c in curated}) >= 8
@@ -75,6 +76,7 @@ def test_curated_set_shape(smol, curated):
     assert len(first_single) >= 50 and len(after_words) >= 50 and len(multi_at_start) >= 5
 
 
+@pytest.mark.model
 def test_curated_facts_are_known_by_the_default_model(smol, curated):
     nll_true = metrics.target_nll(smol, [c.text for c in curated], [c.target_true for c in curated])
     nll_new = metrics.target_nll(smol, [c.text for c in curated], [c.target_new for c in curated])

@@ -224,18 +224,23 @@ def test_continuation_table_shows_each_state_and_restores(tiny, tiny_setup):
 # --------------------------------------------------------------------------------------------
 FIRST = EditCase("paris", "{} is located in", "Paris", "Italy", "France",
                  paraphrase_prompts=("Paris lies in the country of",), neighborhood_prompts=("Lyon is located in",))
+LATER = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux", "English", "French",
+                 paraphrase_prompts=("Danielle Darrieux spoke",), neighborhood_prompts=("Léon Blum spoke",))
 FEW_TEMPLATES = ["{}", "Some words here. {}", "It rained all day. {}"]
 
 
 @pytest.fixture(scope="module")
-def tiny_gpt2(smol_tokenizer):
-    """A 2-layer random GPT-2 (Conv1D projections) with SmolLM2's tokenizer, its edited bias made non-zero."""
+def tiny_gpt2(tiny_tokenizer):
+    """A 3-layer random GPT-2 (Conv1D projections) with the tiny tokenizer, its edited bias made non-zero. The edited
+    layer 1 has a block above it, whose attention carries v* from the subject to the positions that predict the
+    target; weights ten times GPT-2's initial scale let v* move those predictions."""
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=len(smol_tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    config = transformers.GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=128, n_embd=32, n_layer=3, n_head=2,
+                                     initializer_range=0.2)
     model = transformers.GPT2LMHeadModel(config)
     with torch.no_grad():
         model.transformer.h[1].mlp.c_proj.bias.normal_()
-    return models.from_model(model, smol_tokenizer, name="tiny-gpt2", hparams=models.default_hparams(layer=1))
+    return models.from_model(model, tiny_tokenizer, name="tiny-gpt2", hparams=models.default_hparams(layer=1))
 
 
 def hand_value(case, v_star, start):
@@ -271,6 +276,54 @@ def test_gpt2_conv1d_edit_lands_in_the_output_space_and_restores_bitwise(tiny_gp
     assert all(torch.equal(p, before[n]) for n, p in bundle.model.named_parameters())
 
 
+def test_gpt2_through_v_star_statistics_the_update_and_perplexity(tiny_gpt2, curated):
+    """The whole pipeline on GPT-2's Conv1D (W stored transposed, a bias), each step against a computation of its own:
+    v* starts at the projection's output at the subject and lowers its loss, C is the mean outer product of the
+    projection's inputs, the rank-one update makes the edited model write v* and say target_new likelier, perplexity
+    is exp of the model's own mean NLL and moves with the edit, and the weights come back bit for bit. ROME's clamp is
+    lifted (the random model's ‖W kᵘ + b‖ is small, as in test_half_precision) so that v* moves the loss."""
+    bundle = tiny_gpt2.with_setting("rome").with_hparams(v_num_grad_steps=10, clamp_norm_factor=1e4, v_weight_decay=0.0)
+    down, case = bundle.down_proj(1), LATER
+    ck = keys.case_keys(bundle, case.prompt, case.subject, FEW_TEMPLATES)
+    start = optimize_values(bundle.with_hparams(v_num_grad_steps=1), [case], FEW_TEMPLATES)[0]  # the loss at δ = 0
+    value = optimize_values(bundle, [case], FEW_TEMPLATES)[0]
+    torch.testing.assert_close(value.target_init, layer_output(bundle, ck.unprefixed_key), rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(value.v_star).all() and value.final_loss < start.final_loss - 0.05
+
+    texts = [c.text for c in curated]  # over a thousand tokens: C (128 × 128) has full rank
+    inputs = []  # the Conv1D's inputs at every token, read by a hook of this test's own, one text at a time
+    hook = down.register_forward_hook(lambda module, args, output: inputs.append(args[0][0].detach()))
+    try:
+        for text in texts:
+            with torch.no_grad():
+                bundle.model(torch.tensor([bundle.tokenizer(text, add_special_tokens=False).input_ids]))
+    finally:
+        hook.remove()
+    k = torch.cat(inputs).double()
+    second_moment = stats.second_moment(bundle, texts=texts, cache=False, progress=False)
+    assert second_moment.n_tokens == k.shape[0] > 1000
+    torch.testing.assert_close(second_moment.matrix, k.T @ k / k.shape[0], rtol=1e-6, atol=1e-9)
+
+    texts = [f"{case.text} {case.target_new}", *TEXTS[:2]]
+    before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
+    ppl_before = metrics.perplexity(bundle, texts)
+    for text, got in zip(texts, ppl_before.per_text):
+        ids = torch.tensor([bundle.tokenizer(text, add_special_tokens=False).input_ids])
+        with torch.no_grad():
+            assert got == pytest.approx(torch.exp(bundle.model(ids, labels=ids).loss).item(), rel=1e-4)
+    nll_before = metrics.target_nll(bundle, [case.text], [case.target_new])
+    edit = rome.make_edit(bundle, case, value, ck, second_moment, "rome")
+    with rome.applied(bundle, edit):
+        torch.testing.assert_close(down.weight.T, before["transformer.h.1.mlp.c_proj.weight"].T + edit.delta)
+        after = keys.case_keys(bundle, case.prompt, case.subject, FEW_TEMPLATES)
+        torch.testing.assert_close(layer_output(bundle, after.unprefixed_key), value.v_star, rtol=1e-4, atol=1e-4)
+        assert metrics.target_nll(bundle, [case.text], [case.target_new]) < nll_before
+        edited = metrics.perplexity(bundle, texts).per_text
+        assert edited[0] != pytest.approx(ppl_before.per_text[0], rel=1e-2)  # the edited prompt reads otherwise
+    assert all(torch.equal(p, before[n]) for n, p in bundle.model.named_parameters())
+    assert metrics.perplexity(bundle, texts).per_text == ppl_before.per_text
+
+
 @pytest.mark.parametrize("bundle_name", ["tiny", "tiny_gpt2"])
 def test_numerator_is_v_star_minus_the_layers_output_at_the_variants_key(request, bundle_name):
     """ROME's numerator is v* − W kᵘ − b and C-ROME's v* − W k̄ − b: W k + b read from the layer's own forward
@@ -297,8 +350,6 @@ def test_numerator_is_v_star_minus_the_layers_output_at_the_variants_key(request
 # The scorer's test-time prefix
 # --------------------------------------------------------------------------------------------
 PREFIX = "The weather is nice. {}"
-LATER = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux", "English", "French",
-                 paraphrase_prompts=("Danielle Darrieux spoke",), neighborhood_prompts=("Léon Blum spoke",))
 
 
 def spy_prompts(monkeypatch) -> list[str]:

@@ -204,8 +204,8 @@ def test_test_time_prefix_is_put_before_the_prompt(ex, tiny):
     assert ex.runs[-1]["test_prefix"] and explorer._esc(prefix) in ex.result.value
 
 
-def test_switching_model_undoes_the_edit(make, tiny, smol_tokenizer):
-    other = models.from_model(tiny_llama(smol_tokenizer, seed=1), smol_tokenizer, name="tiny-other",
+def test_switching_model_undoes_the_edit(make, tiny, tiny_tokenizer):
+    other = models.from_model(tiny_llama(tiny_tokenizer, seed=1), tiny_tokenizer, name="tiny-other",
                               hparams=tiny.hparams)
     bundles = {"tiny-llama": tiny, "tiny-other": other}
     ex = make(load=bundles.__getitem__, model_names=list(bundles))
@@ -224,3 +224,20 @@ def test_collapse_prone_case_on_the_default_model(smol, curated):
     assert ex.last_risk is not None, ex.message.value
     assert ex.last_risk.subject_first_token and ex.last_risk.at_risk and ex.last_risk.ratio < 0.1
     assert "first token: yes" in ex.risk.value and "at risk" in ex.risk.value
+
+
+def test_the_explorer_offers_records_of_a_flat_counterfact_file(make, tmp_path):
+    """EasyEdit's flat format (the shared CounterFact splits) reaches the case list like ROME's format does."""
+    import json
+
+    from rome_collapse import data
+
+    record = {"case_id": 0, "prompt": "The mother tongue of Danielle Darrieux is", "subject": "Danielle Darrieux",
+              "target_new": "English", "ground_truth": "French",
+              "rephrase_prompt": "Where Danielle Darrieux is from, people speak the language of",
+              "locality_prompt": "Michel Rocard is a native speaker of", "locality_ground_truth": "French"}
+    path = tmp_path / "flat.json"
+    path.write_text(json.dumps([record]))
+    ex = make(cases=data.load_cases(path), case_id=0)
+    (case,) = ex.cases.values()
+    assert case.prompt == "The mother tongue of {} is" and case.subject == "Danielle Darrieux"

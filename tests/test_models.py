@@ -15,12 +15,14 @@ def top_token(bundle, text):
     return bundle.tokenizer.decode(logits.argmax())
 
 
+@pytest.mark.model
 def test_default_model_knows_darrieux(smol):
     assert smol.name == "smollm2-135m" and smol.add_bos is False
     assert smol.num_layers == 30
     assert top_token(smol, "The mother tongue of Danielle Darrieux is") == " French"
 
 
+@pytest.mark.model
 def test_gemma_loads_with_and_without_bos():
     gemma = models.load_model("gemma3-270m", device="cpu")
     assert gemma.add_bos is True  # its tokenizer adds <bos>, like Llama-2

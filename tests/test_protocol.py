@@ -133,6 +133,18 @@ def test_period_subjects_are_the_subjects_ending_in_a_period():
     assert [c.case_id for c in protocol.period_subjects(cases)] == [1, 3]
 
 
+def test_without_the_shared_splits_the_records_come_from_romes_own_file(monkeypatch):
+    def missing(name):
+        raise FileNotFoundError(f"CounterFact split {name!r}: no data root found")
+
+    monkeypatch.setattr(protocol.data, "counterfact_split", missing)
+    monkeypatch.setattr(protocol.data, "counterfact", lambda: CASES)
+    cases, split_of = protocol.counterfact_records()
+    assert cases == CASES and set(split_of.values()) == {"all"}
+    with pytest.raises(FileNotFoundError, match="no data root"):
+        protocol.counterfact_records(download=False)
+
+
 @pytest.mark.model  # reads the shared CounterFact splits (no model)
 def test_the_shared_splits_hold_73_period_subjects():
     try:

@@ -20,6 +20,7 @@ def smol_setting(request, smol, smol_stats):
     return bundle, smol_stats if request.param == "rome" else stats.covariance(bundle)
 
 
+@pytest.mark.model
 def test_c_rome_edit_succeeds_without_hurting_perplexity(smol_setting, smol_templates):
     smol, covariance = smol_setting
     texts = data.meppl("50")
@@ -34,6 +35,7 @@ def test_c_rome_edit_succeeds_without_hurting_perplexity(smol_setting, smol_temp
     assert metrics.perplexity(smol, texts).mean == pytest.approx(before)  # restored
 
 
+@pytest.mark.model
 def test_first_token_subject_has_tiny_denominator_ratio(smol_setting, smol_templates):
     smol, covariance = smol_setting
     first = EditCase("paris", "{} is located in the country of", "Paris", "Italy", "France")
@@ -50,6 +52,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "rome_collapse", *args], capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.model
 def test_cli_edit_prints_one_json_object():
     out = run_cli("edit", "--model", "smollm2-135m", "--prompt", "The mother tongue of {} is",
                   "--subject", "Danielle Darrieux", "--target-new", "English", "--target-true", "French",
@@ -65,6 +68,7 @@ def test_cli_edit_prints_one_json_object():
     assert result["rewrite_acc_prefix"] is None  # no --test-prefix
 
 
+@pytest.mark.model
 def test_cli_risk_with_explicit_templates_in_the_paper_setting(tmp_path):
     path = tmp_path / "templates.json"
     path.write_text(json.dumps(["{}", "The weather is nice. {}", "I went home. {}"]))
@@ -86,7 +90,8 @@ def test_cli_risk_with_explicit_templates_in_the_paper_setting(tmp_path):
     (["risk", "--model", "nope", "--prompt", "{} is", "--subject", "X"], "unknown model"),
     (["risk", "--prompt", "{} is", "--subject", "X", "--setting", "memit"], "invalid choice"),
     (["risk", "--prompt", "{} is", "--subject", "X", "--templates", "/nonexistent.json"], "--templates"),
-    (["risk", "--prompt", "{} is", "--subject", "X", "--layer", "99"], "--layer: layer 99 is outside"),
+    pytest.param(["risk", "--prompt", "{} is", "--subject", "X", "--layer", "99"], "--layer: layer 99 is outside",
+                 marks=pytest.mark.model),  # the model's depth is read from the loaded model
     (["prepare", "--models", "smollm2-135m", "--settings", "paper,memit"], "--settings: memit"),
 ])
 def test_cli_bad_arguments_exit_2(args, message):

@@ -36,10 +36,10 @@ def rel(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def tiny(smol_tokenizer):
+def tiny(tiny_tokenizer):
     """The tiny random Llama of conftest, in float64."""
     hp = models.default_hparams(layer=1, v_num_grad_steps=8, context_template_length_params=[[5, 5]])
-    return models.from_model(tiny_llama(smol_tokenizer).double(), smol_tokenizer, name="tiny-llama-f64", hparams=hp)
+    return models.from_model(tiny_llama(tiny_tokenizer).double(), tiny_tokenizer, name="tiny-llama-f64", hparams=hp)
 
 
 @pytest.fixture(scope="module")

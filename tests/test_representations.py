@@ -118,6 +118,7 @@ def minilm():
         pytest.skip(str(exc))
 
 
+@pytest.mark.model
 def test_encoder_layer_keys_read_cls_first_word_and_later_words_at_every_layer(minilm):
     model, tokenizer = minilm
     texts = ["Paris is the capital of France.", "The cat sat on the mat and purred loudly."]
@@ -136,6 +137,7 @@ def test_encoder_layer_keys_read_cls_first_word_and_later_words_at_every_layer(m
         representations.mean_distance_to_centroid(by_layer[3]["first word (pos 1)"]), rel=1e-6)
 
 
+@pytest.mark.model
 def test_encoder_mlp_keys_match_a_manual_forward(minilm):
     model, tokenizer = minilm
     texts = ["Paris is the capital of France.", "The cat sat on the mat and purred loudly."]

@@ -15,6 +15,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "The capital of France 
          "A", "Yes."]
 
 
+@pytest.mark.model
 def test_case_groups(smol):
     assert samples.case_group(smol, PARIS) == "collapse-prone"
     assert samples.case_group(smol, LATE) == "normal"

@@ -38,6 +38,7 @@ def test_batched_keys_equal_per_case_keys_on_any_weights(tiny, share_prefix):
         assert_same_keys(keys.case_keys(tiny, case.prompt, case.subject, TEMPLATES), got)
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_batched_keys_equal_per_case_keys_on_the_real_model(smol, smol_templates, curated, share_prefix):
     cases = curated[:3] + curated[-3:] + [LATE, DARRIEUX]  # subject-first and later subjects
@@ -46,6 +47,7 @@ def test_batched_keys_equal_per_case_keys_on_the_real_model(smol, smol_templates
         assert_same_keys(keys.case_keys(smol, case.prompt, case.subject, smol_templates), got)
 
 
+@pytest.mark.model
 def test_scan_puts_subject_first_and_later_subjects_on_either_side_of_the_threshold(smol, smol_templates):
     paper = smol.with_setting("paper")
     covariance = stats.covariance(paper)
@@ -71,6 +73,7 @@ def run_cli(*args):
                           timeout=900)
 
 
+@pytest.mark.model
 def test_cli_scan_writes_one_row_per_case_and_a_json_summary(tmp_path):
     cases, templates, out = tmp_path / "cases.json", tmp_path / "templates.json", tmp_path / "scan.csv"
     cases.write_text(json.dumps([record(FIRST), record(LATE)]))
@@ -118,6 +121,7 @@ def test_scan_rows_say_where_the_subject_is_on_any_weights(tiny):
     assert any(name in line for line in summary.lines() for name in strata.STRATA)
 
 
+@pytest.mark.model
 def test_cli_scan_reads_flat_records_and_counts_the_strata(tmp_path):
     cases, templates, out = tmp_path / "cases.json", tmp_path / "templates.json", tmp_path / "scan.csv"
     cases.write_text(json.dumps([flat(c) for c in (FIRST, MULTI_FIRST, DARRIEUX)]))

@@ -17,6 +17,7 @@ def test_the_stratum_counts_a_bos_in_front(first, last, add_bos, stratum):
     assert strata.stratum_of_span(first, last, add_bos) == stratum
 
 
+@pytest.mark.model
 def test_the_strata_of_real_prompts_on_smollm2(smol, curated):
     cases = [EditCase("a", "{} is located in the country of", "Paris", "Italy", "France"),
              EditCase("b", "{} speaks the language", "Danielle Darrieux", "English", "French"),

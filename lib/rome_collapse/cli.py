@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "side by side afterwards (make test's parallel workers, make reproduce's "
                                    "lanes) find them cached instead of computing them each.")
     p.add_argument("--models", default="smollm2-135m,gemma3-270m", help="comma-separated model names")
-    p.add_argument("--profile", choices=("smoke", "full"), default="smoke")
+    p.add_argument("--profile", choices=("smoke", "full", "large"), default="smoke")
     p.add_argument("--settings", default=",".join(SETTINGS),
                    help="comma-separated settings to set up (default: all; paper alone computes no C)")
     p.add_argument("--workers", type=int, default=1, help="threads computing C, each with a copy of the model")
@@ -97,7 +97,7 @@ def _model_arguments(p) -> None:
                         "(default: the model's generated templates)")
     p.add_argument("--device", default=None)
     p.add_argument("--bos", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--profile", choices=("smoke", "full"), default="full",
+    p.add_argument("--profile", choices=("smoke", "full", "large"), default="full",
                    help="size of the statistics sample for --setting rome (see rome_collapse.profiles)")
 
 

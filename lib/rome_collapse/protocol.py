@@ -38,13 +38,24 @@ SCAN_VERSION = 1  # bump when a scan row's meaning changes
 _PART = 250  # records per work item of a parallel scan (small enough for a moving progress bar)
 
 
-def counterfact_records(splits: tuple[str, ...] = SPLITS) -> tuple[list[EditCase], dict]:
-    """The records of the shared CounterFact ``splits`` (each SHA256-checked, validated) and case_id → split."""
+def counterfact_records(splits: tuple[str, ...] = SPLITS, download: bool = True) -> tuple[list[EditCase], dict]:
+    """The records of the shared CounterFact ``splits`` (each SHA256-checked, validated) and case_id → split.
+
+    Where the shared splits are missing (a user outside this workplace) and ``download``: ROME's own
+    ``counterfact.json`` (all 21,919 records, ROME's format; ``data.counterfact``: downloaded once, hash-checked), every
+    record in split "all"."""
     records, split_of = [], {}
-    for name in splits:
-        part = data.counterfact_split(name)
-        records += part
-        split_of.update({c.case_id: name for c in part})
+    try:
+        for name in splits:
+            part = data.counterfact_split(name)
+            records += part
+            split_of.update({c.case_id: name for c in part})
+    except FileNotFoundError as exc:
+        if not download:
+            raise
+        log.warning("%s; reading ROME's counterfact.json instead", exc)
+        records = data.counterfact()
+        return records, {c.case_id: "all" for c in records}
     if len(split_of) != len(records):
         raise ValueError(f"CounterFact splits {splits} share case_ids; they must be disjoint")
     return records, split_of

@@ -42,7 +42,9 @@ def output_added(module: torch.nn.Module, positions: torch.Tensor, delta: torch.
     def add(module, args, output):
         captured["output"] = output.detach()
         rows = torch.arange(positions.shape[0], device=output.device)
-        return output + torch.zeros_like(output).index_put((rows, positions), delta)
+        # δ stays float32 for a half-precision model (see values.optimize_values); it enters in the output's dtype,
+        # as ROME's in-place `+=` casts it
+        return output + torch.zeros_like(output).index_put((rows, positions), delta.to(output.dtype))
 
     with forward_hook(module, add):
         yield captured

@@ -259,7 +259,9 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
         # Target NLL, only at the positions that predict target tokens.
         keep = active[rows.case[rows.target_row]]
         t_row = rows.target_row[keep]
-        log_probs = torch.log_softmax(lm_logits(bundle, hidden[new_index[t_row], rows.target_pos[keep] - start[t_row]]), -1)
+        # Losses in δ's dtype: a half-precision model's logits are upcast (a no-op for float32 and float64 models).
+        logits = lm_logits(bundle, hidden[new_index[t_row], rows.target_pos[keep] - start[t_row]]).to(real)
+        log_probs = torch.log_softmax(logits, -1)
         token_lp = log_probs.gather(1, rows.target_tok[keep, None]).squeeze(1)
         t_case = rows.case[t_row]
         nll = torch.zeros(n_cases, device=dev, dtype=real).index_add(
@@ -269,7 +271,8 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
 
         # KL on "<subject> is a" against the unedited model (KL(current ‖ initial), as ROME's kl_div call).
         kl_rows = rows.kl_row[active]
-        kl_lp = torch.log_softmax(lm_logits(bundle, hidden[new_index[kl_rows], (rows.lookup - start)[kl_rows]]), -1)
+        kl_logits = lm_logits(bundle, hidden[new_index[kl_rows], (rows.lookup - start)[kl_rows]]).to(real)
+        kl_lp = torch.log_softmax(kl_logits, -1)
         if kl_init is None:
             kl_init = kl_lp.detach().clone()
         kl = torch.zeros(n_cases, device=dev, dtype=real)

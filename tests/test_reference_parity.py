@@ -1,4 +1,4 @@
-"""The engine against a plain, independent ROME (benchmarks/reference.py) on a tiny random model.
+"""The engine against a plain, independent ROME (rome_collapse.reference) on a tiny random model.
 
 The reference shares no code with the engine's v* loop, keys or update: its own tokenisation,
 subject positions, full-model loss with logits everywhere, and its own update formula. The batched
@@ -8,19 +8,12 @@ must give the same v*, keys and ΔW as the reference running one request at a ti
 The model runs in float64: Adam's normalised steps amplify float32 rounding (different batch shapes, thread
 counts) into relative differences of 1e-4 on a random model, which would hide a real mismatch of that size.
 """
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from conftest import tiny_llama
-from rome_collapse import keys, models, rome, stats
+from rome_collapse import keys, models, reference, rome, stats
 from rome_collapse.data import EditCase
 from rome_collapse.values import optimize_values
-
-_spec = importlib.util.spec_from_file_location("reference", Path(__file__).parents[1] / "benchmarks" / "reference.py")
-reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference)
 
 CASES = [
     EditCase("first", "{} is located in the country of", "Paris", "Italy", "France"),

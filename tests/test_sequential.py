@@ -182,6 +182,15 @@ def test_first_crossing_window_and_summary():
     assert table.loc[0, "first_2x"] == 6 and table.loc[0, "edits"] == 6
 
 
+def test_first_crossing_follows_the_collapse_rule():
+    """Over the factor, as collapse.collapsed: a ratio exactly at it is not over; NaN (non-finite weights) is."""
+    rows = [sequential.StepRow("normal", "rome", "paper", i, str(i), "normal", False, "s", "t", 1.0, 1.0, 1.0, 1.0,
+                               1.0, 1, 0.0, 1.0, ppl=10.0 * ratio, ppl_ratio=ratio)
+            for i, ratio in [(1, 10.0), (2, float("nan"))]]
+    res = sequential.SequentialResult(sequential.Stream("normal", (None,) * 2, ("normal",) * 2, 0), "rome", "paper",
+                                      10.0, rows)
+    assert res.first_crossing(10).step == 2 and res.first_crossing(9.99).step == 1
+
 def test_a_truncated_state_is_not_trusted(paper, setup, cache):
     templates, stream, texts = setup
     one = (templates, dataclasses.replace(stream, cases=stream.cases[:1], groups=stream.groups[:1]), texts)

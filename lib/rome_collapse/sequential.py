@@ -5,7 +5,8 @@ subject-first, i.e. collapse-prone) or normal cases only. ``run_stream`` applies
 one model, each v* optimised on the model as edited so far (no batching across steps, no v* cache: the
 single-edit cache is keyed by the weights as loaded, not as edited), and records one ``StepRow`` per edit:
 the update's anatomy, the model's ME-PPL perplexity (every ``ppl_every`` edits) and, every
-``retain_every`` edits, the efficacy that all edits of the stream so far still have.
+``retain_every`` edits, the efficacy that all edits of the stream so far still have. The records and the
+tables over runs (``summary``, ``trajectories``) live in ``sequential_results`` and are re-exported here.
 
 The run's state (the accumulated ΔW in float64 and the rows so far) is saved atomically to the cache
 (``cache.py``) after every edit, keyed by everything that changes it; a stopped run resumes from its last completed
@@ -29,12 +30,13 @@ from tqdm.auto import tqdm
 
 from . import metrics, rome, values
 from .cache import digest, entry_path, load_tensors, save_tensors
-from .collapse import COLLAPSE_FACTOR
+from .collapse import collapsed
 from .config import CACHE_VERSION
 from .data import EditCase
 from .keys import case_keys
 from .models import Bundle
 from .samples import case_group
+from .sequential_results import THRESHOLDS, SequentialResult, StepRow, summary, trajectories  # noqa: F401
 from .stats import SecondMoment
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 STREAMS = ("mixed", "normal")
 STATE_VERSION = 2  # bumped when what a saved state holds changes
 FIRST_SHARE = 0.2  # the mixed stream: about one edit in five has its subject as the first token
-THRESHOLDS = (2.0, COLLAPSE_FACTOR)  # perplexity factors marked on the trajectories
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,113 +128,6 @@ def build_stream(bundle: Bundle, cases: list[EditCase], kind: str, n_edits: int,
         first_it, rest_it = iter(first), iter(rest)
         chosen = [next(first_it) if i in at else next(rest_it) for i in range(n_edits)]
     return Stream(kind, tuple(chosen), tuple(case_group(bundle, c) for c in chosen), seed)
-
-
-# --------------------------------------------------------------------------------------------
-# One step's record and a run's result
-# --------------------------------------------------------------------------------------------
-@dataclass
-class StepRow:
-    """One edit of a stream and the model right after it. ``ppl`` and ``retained_efficacy`` are None at the
-    steps where they were not measured (every ``ppl_every`` / ``retain_every`` edits, and the last one)."""
-    stream: str
-    variant: str
-    setting: str
-    step: int  # 1-based: the number of edits in the model
-    case_id: str
-    group: str
-    subject_first: bool
-    subject: str
-    target_new: str
-    ratio: float  # (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) of this edit
-    denominator: float
-    numerator_norm: float
-    update_norm: float  # ‖ΔW‖ of this edit
-    total_update_norm: float  # ‖W − W₀‖ after it: all edits so far
-    v_steps: int
-    v_loss: float
-    efficacy: float  # this edit's efficacy right after it (target_new beats target_true on its prompt)
-    ppl: float | None = None
-    ppl_ratio: float | None = None  # ppl / the unedited model's
-    retained_efficacy: float | None = None  # mean efficacy over every fact edited so far (its latest target)
-    retained_of: int | None = None  # how many facts that mean is over
-    retained_first: float | None = None  # the same mean over the subject-first facts only (None: none yet)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class SequentialResult:
-    stream: Stream
-    variant: str
-    setting: str
-    ppl_before: float
-    rows: list[StepRow]
-    stopped: str | None = None  # why the run ended before the stream's end (None: it ran to the end)
-    resumed_from: int = 0  # edits read back from a saved state when this run started
-    state_path: Path | None = None
-    ppl_every: int = 1
-
-    @property
-    def finished(self) -> bool:
-        return self.stopped is not None or len(self.rows) == len(self.stream)
-
-    def to_frame(self, with_start: bool = True) -> pd.DataFrame:
-        """The rows as a table; ``with_start`` adds a step-0 row with the unedited model's perplexity."""
-        rows = [r.to_dict() for r in self.rows]
-        if with_start:
-            rows.insert(0, {"stream": self.stream.name, "variant": self.variant, "setting": self.setting,
-                            "step": 0, "ppl": self.ppl_before, "ppl_ratio": 1.0})
-        return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(StepRow)])
-
-    def first_crossing(self, factor: float) -> StepRow | None:
-        """The first edit after which the measured perplexity is over ``factor`` × the unedited one (NaN or
-        infinite counts as over). With ``ppl_every`` > 1 the crossing happened within the edits since the
-        previous measurement (``window``)."""
-        for r in self.rows:
-            if r.ppl_ratio is not None and not r.ppl_ratio < factor:
-                return r
-        return None
-
-    def window(self, row: StepRow) -> list[StepRow]:
-        """The edits since the previous perplexity measurement, up to and including ``row``."""
-        measured = [r.step for r in self.rows if r.ppl is not None and r.step < row.step]
-        start = measured[-1] if measured else 0
-        return [r for r in self.rows if start < r.step <= row.step]
-
-
-def summary(results: list[SequentialResult], factors: tuple[float, ...] = THRESHOLDS) -> pd.DataFrame:
-    """One row per run: edits done, the last measured perplexity, the first edit over each factor with what
-    lies in its window (whether it holds a subject-first edit, and the group of the window's largest ‖ΔW‖),
-    and the last measured retained efficacy."""
-    out = []
-    for res in results:
-        measured = [r for r in res.rows if r.ppl is not None]
-        retained = [r for r in res.rows if r.retained_efficacy is not None]
-        row = {"stream": res.stream.name, "variant": res.variant, "setting": res.setting, "edits": len(res.rows),
-               "of": len(res.stream), "subject_first_edits": sum(r.subject_first for r in res.rows),
-               "ppl_before": res.ppl_before, "last_ppl": measured[-1].ppl if measured else float("nan"),
-               "last_ppl_ratio": measured[-1].ppl_ratio if measured else float("nan"),
-               "max_edit_update_norm": max((r.update_norm for r in res.rows), default=float("nan")),
-               "retained_efficacy": retained[-1].retained_efficacy if retained else float("nan"),
-               "retained_first": retained[-1].retained_first if retained else float("nan"),
-               "stopped": res.stopped or ""}
-        for f in factors:
-            hit = res.first_crossing(f)
-            window = res.window(hit) if hit else []
-            biggest = max(window, key=lambda r: r.update_norm) if window else None
-            row[f"first_{f:g}x"] = hit.step if hit else None
-            row[f"first_{f:g}x_window"] = f"{window[0].step}–{window[-1].step}" if window else ""
-            row[f"first_{f:g}x_subject_first_in_window"] = any(r.subject_first for r in window) if window else None
-            row[f"first_{f:g}x_largest_edit_group"] = biggest.group if biggest else ""
-        out.append(row)
-    table = pd.DataFrame(out)
-    for f in factors:
-        if len(table):
-            table[f"first_{f:g}x"] = table[f"first_{f:g}x"].astype("Int64")  # None where never crossed
-    return table
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,7 +276,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
             rows.append(row)
             if not finite:
                 stopped = f"non-finite weights after edit {step}"
-            elif stop_factor is not None and row.ppl_ratio is not None and not row.ppl_ratio < stop_factor:
+            elif stop_factor is not None and row.ppl_ratio is not None and collapsed(row.ppl_ratio, stop_factor):
                 stopped = f"perplexity {row.ppl_ratio:.3g}× the unedited after edit {step} (stop at {stop_factor:g}×)"
             result.stopped = stopped
             delta = weight.detach().double() - original.double()
@@ -410,8 +304,3 @@ def run_streams(bundles: dict[str, Bundle], streams: list[Stream], variants: lis
         kwargs["ppl_before"] = metrics.perplexity(next(iter(bundles.values())), ppl_texts).mean
     return [run_stream(bundles[s], stream, v, templates, second_moments[s], ppl_texts, **kwargs)
             for s in bundles for stream in streams for v in variants]
-
-
-def trajectories(results: list[SequentialResult]) -> pd.DataFrame:
-    """Every run's rows in one table, with a step-0 row per run for the unedited model."""
-    return pd.concat([r.to_frame() for r in results], ignore_index=True)

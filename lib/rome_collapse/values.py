@@ -3,16 +3,15 @@
 ``optimize_values`` finds, for each request, δ such that the edited projection writing v* = W kᵘ + b + δ at
 the subject's last token makes every context template's prompt predict target_new, with ROME's KL anchor on
 "<subject> is a", weight decay and norm clamp ‖δ‖ ≤ clamp_norm_factor·‖W kᵘ + b‖ (``ValueOptions``: this
-workbook's alternatives). Several requests run in one batched forward per step; the row bookkeeping
-(``_build_rows``) and the prefix split (``_split``) only save work, the numbers are those of one request at a
-time. ``values_for`` reads v* from the cache (``cache.py``; keyed by the weights, the layer, the
-hyper-parameters but the covariance's, the early-stop loss, the templates and the request) or optimises the
-missing ones.
+workbook's alternatives). The objective of one step is :func:`rome_loss`. Several requests run in one batched
+forward per step; the row bookkeeping and the prefix split (``value_batch``) only save work, the numbers are
+those of one request at a time. ``values_for`` reads v* from the cache (``cache.py``; keyed by the weights, the
+layer, the hyper-parameters but the covariance's, the early-stop loss, the templates and the request) or
+optimises the missing ones.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -21,11 +20,12 @@ from tqdm.auto import tqdm
 
 from .cache import digest, entry_path, load_tensors, save_tensors
 from .config import CACHE_VERSION
-from .data import EditCase, fill
-from .models import Bundle, HParams, get_module
+from .data import EditCase
+from .hparams import HParams
+from .models import Bundle, get_module
 from .parallel import map_on_copies
-from .tokens import pad_batch, subject_last_index, token_ids
 from .trace import block_input, blocks_skipped, lm_logits, output_added
+from .value_batch import Rows, Split, build_rows, split_at_subject
 
 EARLY_STOP_LOSS = 5e-2  # ROME stops optimising v* once the loss is this small (in the v* cache key)
 
@@ -86,114 +86,50 @@ class ValueResult:
 
 
 @dataclass
-class _Rows:
-    """All prompts of K requests in one right-padded batch, with where to read and write."""
-    input_ids: torch.Tensor  # (N, T)
-    attention_mask: torch.Tensor
-    case: torch.Tensor  # (N,) request of each row
-    lookup: torch.Tensor  # (N,) subject's last token: where delta is added
-    target_row: torch.Tensor  # (M,) one entry per target token to score
-    target_pos: torch.Tensor  # position whose logits predict it
-    target_tok: torch.Tensor
-    target_weight: torch.Tensor  # 1 / (len(target) * n_templates): NLL averaged as in ROME
-    kl_row: torch.Tensor  # (K,) the "{} is a" row of each request
-    first_row: torch.Tensor  # (K,) the unprefixed rewriting row of each request
+class ScoredTokens:
+    """The target tokens that a step's loss reads, of the requests still optimising."""
+    hidden: torch.Tensor  # (M, d): the final hidden state at the position that predicts each token
+    token: torch.Tensor  # (M,)
+    weight: torch.Tensor  # 1 / (len(target) * n_templates): NLL averaged as in ROME
+    case: torch.Tensor  # (M,) its request
 
 
-def _build_rows(bundle: Bundle, cases: list[EditCase], templates: list[str], loss_templates: str = "all") -> _Rows:
-    """``loss_templates="prefixed"``: the unprefixed prompt's row is kept (v* may start there) but not scored."""
-    scored = range(len(templates)) if loss_templates == "all" else range(1, len(templates))
-    if not scored:
-        raise ValueError("loss_templates='prefixed' needs context templates besides '{}'")
-    ids, case_of, lookup = [], [], []
-    t_row, t_pos, t_tok, t_w, kl_row, first_row = [], [], [], [], [], []
-    for k, case in enumerate(cases):
-        target = bundle.tokenizer(" " + case.target_new, add_special_tokens=False).input_ids
-        if not target:
-            raise ValueError(f"case {case.case_id}: target_new tokenises to nothing")
-        first_row.append(len(ids))
-        for t, template in enumerate(templates):
-            prompt = template.format(case.prompt)
-            prompt_ids = token_ids(bundle, fill(prompt, case.subject))
-            row = len(ids)
-            # Teacher forcing: the prompt, then all target tokens but the last.
-            ids.append(prompt_ids + target[:-1])
-            case_of.append(k)
-            lookup.append(subject_last_index(bundle, prompt, case.subject))
-            if t not in scored:
-                continue
-            for j, tok in enumerate(target):
-                t_row.append(row)
-                t_pos.append(len(prompt_ids) - 1 + j)
-                t_tok.append(tok)
-                t_w.append(1.0 / (len(target) * len(scored)))
-        # KL anchor: keep "<subject> is a" predicting what it did (ROME reads it at the subject).
-        kl_row.append(len(ids))
-        ids.append(token_ids(bundle, f"{case.subject} is a"))
-        case_of.append(k)
-        lookup.append(subject_last_index(bundle, "{} is a", case.subject))
-    batch = pad_batch(bundle, ids)
-    dev = bundle.device
-    as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)
-    return _Rows(batch.input_ids, batch.attention_mask, as_long(case_of), as_long(lookup), as_long(t_row),
-                 as_long(t_pos), as_long(t_tok), torch.tensor(t_w, device=dev), as_long(kl_row),
-                 as_long(first_row))
+def rome_loss(bundle: Bundle, delta: torch.Tensor, target_init: torch.Tensor, scored: ScoredTokens,
+              kl_hidden: torch.Tensor, kl_before: torch.Tensor | None, active: torch.Tensor):
+    """ROME's objective at one step, one loss per request (EasyEdit's ``compute_v``), the sum of:
+
+    - the NLL of target_new, teacher-forced, averaged over its tokens and the context templates (``scored``);
+    - kl_factor · KL(now ‖ before) of the next-token distribution after "<subject> is a", read at the subject
+      (``kl_hidden``: one row per active request; ``kl_before``: those of the first step, None at the first step);
+    - weight decay: v_weight_decay · ‖δ‖ / ‖target_init‖².
+
+    Requests no longer ``active`` get no NLL and no KL. Returns the losses, the scored tokens' log-probabilities
+    and the KL rows' log-probabilities."""
+    hp, n_cases, real = bundle.hparams, delta.shape[0], delta.dtype
+    # Losses in δ's dtype: a half-precision model's logits are upcast (a no-op for float32 and float64 models).
+    logits = lm_logits(bundle, scored.hidden).to(real)
+    token_lp = torch.log_softmax(logits, -1).gather(1, scored.token[:, None]).squeeze(1)
+    nll = torch.zeros(n_cases, device=delta.device, dtype=real).index_add(
+        0, scored.case, (-token_lp * scored.weight).to(real))
+    kl_lp = torch.log_softmax(lm_logits(bundle, kl_hidden).to(real), -1)
+    before = kl_lp.detach() if kl_before is None else kl_before[active]
+    kl = torch.zeros(n_cases, device=delta.device, dtype=real)
+    kl[active] = hp.kl_factor * (kl_lp.exp() * (kl_lp - before)).sum(-1)
+    decay = hp.v_weight_decay * delta.norm(dim=1) / target_init.norm(dim=1) ** 2
+    return nll + kl + decay, token_lp, kl_lp
 
 
-@dataclass
-class _Split:
-    """Selected rows cut at the subject's last token s: tokens before s never see delta.
-
-    Their keys and values are computed once (``prefix_cache``); every optimisation step then runs
-    only the suffix (positions ≥ s) on top of that cache. The blocks below the edit layer never see
-    delta either: their output (``lower_output``, the edit block's input) is computed once too, and
-    each step runs the edit layer's block and those above it. Same numbers, far less work.
-    """
-    suffix_ids: torch.Tensor  # (n, S), right-padded
-    attention_mask: torch.Tensor  # (n, P + S): left-padded prefix, then the suffix
-    position_ids: torch.Tensor | None  # (n, S): true positions of the suffix tokens
-    prefix_cache: object | None
-    lower_output: torch.Tensor | None = None  # (n, S, d): input of the edit layer's block
-
-    def inputs(self) -> dict:
-        """Keyword arguments of one forward over these rows (a fresh view of the prefix cache)."""
-        cache = _fresh_view(self.prefix_cache)
-        return {"input_ids": self.suffix_ids, "attention_mask": self.attention_mask,
-                "position_ids": self.position_ids, "cache": cache, "use_cache": cache is not None}
-
-
-def _fresh_view(cache):
-    """A cache that a forward can append to without changing ``cache``.
-
-    The dynamic caches concatenate new keys into new tensors and never write into the old ones,
-    so copying the per-layer objects (not their tensors) is enough: no tensor is copied."""
-    if cache is None:
-        return None
-    if not hasattr(cache, "layers"):  # an unfamiliar cache class: copy it whole
-        return copy.deepcopy(cache)
-    view = copy.copy(cache)
-    view.layers = [copy.copy(layer) for layer in cache.layers]
-    return view
-
-
-def _split(bundle: Bundle, rows: _Rows, sel: torch.Tensor) -> _Split:
-    ids, lengths, cut = rows.input_ids[sel], rows.attention_mask[sel].sum(1), rows.lookup[sel]
-    pad, width = bundle.tokenizer.pad_token_id, ids.shape[1]
-    n_prefix, n_suffix = int(cut.max()), int((lengths - cut).max())
-    suffix_at = cut[:, None] + torch.arange(n_suffix, device=ids.device)
-    suffix_valid = suffix_at < lengths[:, None]
-    suffix_ids = ids.gather(1, suffix_at.clamp(max=width - 1)).masked_fill(~suffix_valid, pad)
-    prefix_at = cut[:, None] - n_prefix + torch.arange(n_prefix, device=ids.device)
-    prefix_valid = prefix_at >= 0
-    cache = None
-    if n_prefix:
-        prefix_ids = ids.gather(1, prefix_at.clamp(min=0)).masked_fill(~prefix_valid, pad)
-        with torch.no_grad():
-            cache = get_module(bundle.model, bundle.spec.base)(
-                input_ids=prefix_ids, attention_mask=prefix_valid.long(), position_ids=prefix_at.clamp(min=0),
-                use_cache=True).cache
-    return _Split(suffix_ids, torch.cat([prefix_valid, suffix_valid], 1).long(),
-                  suffix_at.clamp(max=width - 1), cache)
+def _start_and_clamp_norm(output: torch.Tensor, rows: Rows, at: torch.Tensor, n_templates: int,
+                          options: ValueOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each request's v* starts and the norm its clamp is measured against, from the projection's output
+    (before δ) of the first step, when every request is active and the rows are in their original order:
+    W kᵘ + b at the unprefixed prompt (ROME), or W k̄ + b, the mean over the request's template rows."""
+    first = rows.first_row
+    outputs = {"unprefixed": output[first, at[first]].clone()}  # W kᵘ + b
+    if not options.is_default:
+        template_rows = first[:, None] + torch.arange(n_templates, device=first.device)
+        outputs["prefixed"] = output[template_rows, at[template_rows]].mean(1)
+    return outputs[options.start], outputs[options.clamp_reference].norm(dim=1)
 
 
 def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str], layer: int | None = None,
@@ -202,8 +138,8 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
                     options: ValueOptions | None = None) -> list[ValueResult]:
     """v* for each request, optimised together in one batched forward per step.
 
-    Each request has its own delta, loss, norm clamp and early stop; the losses are independent,
-    so the result equals optimising one request at a time. Model weights get no gradients, logits
+    Each request has its own delta, loss (:func:`rome_loss`), norm clamp and early stop; the losses are
+    independent, so the result equals optimising one request at a time. Model weights get no gradients, logits
     are computed only where the loss reads them, (``prefix_cache``) the tokens before the subject
     are run once instead of at every step, and (``skip_lower_blocks``) so are the blocks below the
     edit layer. ``on_step(n)``, when given, is called after each step with the number of steps done
@@ -215,7 +151,7 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
     layer = bundle.edit_layer(layer)
     if templates[0] != "{}":
         raise ValueError("the first context template must be '{}' (the unprefixed prompt)")
-    rows = _build_rows(bundle, cases, templates, options.loss_templates)
+    rows = build_rows(bundle, cases, templates, options.loss_templates)
     n_cases, dev = len(cases), bundle.device
     # δ in float32 for half-precision models (as ROME's code), in float64 for a float64 model (exact checks).
     real = torch.promote_types(bundle.weight(layer).dtype, torch.float32)
@@ -228,7 +164,7 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
     # Without the prefix cache, every row starts at position 0 and delta goes in at the lookup.
     start = rows.lookup if prefix_cache else torch.zeros_like(rows.lookup)
 
-    def skipped_below(split: _Split):
+    def skipped_below(split: Split):
         if split.lower_output is None:
             return contextlib.nullcontext()
         return blocks_skipped(bundle, layer, split.lower_output)
@@ -240,45 +176,29 @@ def optimize_values(bundle: Bundle, cases: list[EditCase], templates: list[str],
         sel_case, write_at = rows.case[sel], (rows.lookup - start)[sel]
         if split is None or split.suffix_ids.shape[0] != sel.shape[0]:  # (re)build when requests finish
             if prefix_cache:
-                split = _split(bundle, rows, sel)
+                split = split_at_subject(bundle, rows, sel)
             else:
-                split = _Split(rows.input_ids[sel], rows.attention_mask[sel], None, None)
+                split = Split(rows.input_ids[sel], rows.attention_mask[sel], None, None)
             if skip_lower_blocks and layer > 0:
                 split.lower_output = block_input(bundle, layer, **split.inputs())
         with output_added(bundle.down_proj(layer), write_at, delta[sel_case]) as captured, skipped_below(split):
             hidden = base(**split.inputs()).last_hidden_state
-        if target_init is None:  # first step: every request is active, rows in their original order
-            first = rows.first_row
-            outputs = {"unprefixed": captured["output"][first, (rows.lookup - start)[first]].clone()}  # W kᵘ + b
-            if not options.is_default:  # the mean over each request's template rows: W k̄ + b
-                template_rows = first[:, None] + torch.arange(len(templates), device=dev)
-                outputs["prefixed"] = captured["output"][template_rows, (rows.lookup - start)[template_rows]].mean(1)
-            target_init = outputs[options.start]
-            clamp_norm = outputs[options.clamp_reference].norm(dim=1)
+        if target_init is None:
+            target_init, clamp_norm = _start_and_clamp_norm(captured["output"], rows, rows.lookup - start,
+                                                            len(templates), options)
 
-        # Target NLL, only at the positions that predict target tokens.
+        # Where the loss reads, in this step's rows: the positions that predict target tokens, the KL anchors.
         keep = active[rows.case[rows.target_row]]
         t_row = rows.target_row[keep]
-        # Losses in δ's dtype: a half-precision model's logits are upcast (a no-op for float32 and float64 models).
-        logits = lm_logits(bundle, hidden[new_index[t_row], rows.target_pos[keep] - start[t_row]]).to(real)
-        log_probs = torch.log_softmax(logits, -1)
-        token_lp = log_probs.gather(1, rows.target_tok[keep, None]).squeeze(1)
-        t_case = rows.case[t_row]
-        nll = torch.zeros(n_cases, device=dev, dtype=real).index_add(
-            0, t_case, (-token_lp * rows.target_weight[keep]).to(real))
-        mean_prob = torch.zeros(n_cases, device=dev, dtype=real).index_add(
-            0, t_case, (token_lp.detach().exp() * rows.target_weight[keep]).to(real))
-
-        # KL on "<subject> is a" against the unedited model (KL(current ‖ initial), as ROME's kl_div call).
+        scored = ScoredTokens(hidden[new_index[t_row], rows.target_pos[keep] - start[t_row]], rows.target_tok[keep],
+                              rows.target_weight[keep], rows.case[t_row])
         kl_rows = rows.kl_row[active]
-        kl_logits = lm_logits(bundle, hidden[new_index[kl_rows], (rows.lookup - start)[kl_rows]]).to(real)
-        kl_lp = torch.log_softmax(kl_logits, -1)
+        loss, token_lp, kl_lp = rome_loss(bundle, delta, target_init, scored,
+                                          hidden[new_index[kl_rows], (rows.lookup - start)[kl_rows]], kl_init, active)
         if kl_init is None:
             kl_init = kl_lp.detach().clone()
-        kl = torch.zeros(n_cases, device=dev, dtype=real)
-        kl[active] = hp.kl_factor * (kl_lp.exp() * (kl_lp - kl_init[active])).sum(-1)
-        decay = hp.v_weight_decay * delta.norm(dim=1) / target_init.norm(dim=1) ** 2
-        loss = nll + kl + decay
+        mean_prob = torch.zeros(n_cases, device=dev, dtype=real).index_add(
+            0, scored.case, (token_lp.detach().exp() * scored.weight).to(real))
 
         idx = active.nonzero().squeeze(1).cpu()
         steps[idx] = it + 1

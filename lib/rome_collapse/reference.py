@@ -1,8 +1,9 @@
 """A plain ROME, written the way the authors' code works, to time the engine against and check it by.
 
-It shares nothing with the engine but the model bundle (weights, tokenizer, module paths) and the
-context templates: its own tokenisation and subject positions, its own loss, its own keys and its own
-update formula. It follows EasyEdit's ``compute_v`` (the code the paper's authors ran): every prompt of
+It lives in the package so that tests and benchmarks import it like any module, yet imports nothing from the
+engine (values, keys, rome, stats): it shares with the engine only the model bundle (weights, tokenizer, module
+paths) and the context templates; its tokenisation and subject positions, its loss, its keys and its update
+formula are its own. It follows EasyEdit's ``compute_v`` (the code the paper's authors ran): every prompt of
 a request in one right-padded batch through the whole model, logits at every position over the whole
 vocabulary, δ added at the subject's last token by a hook on the projection's output, weight gradients
 off, Adam, norm clamp, early stop at loss 0.05. The keys come from one full forward per prompt, the

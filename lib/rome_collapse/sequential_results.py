@@ -1,0 +1,131 @@
+"""What a sequential-editing run records, and the tables over runs (notebook 09).
+
+:class:`StepRow`: one edit of a stream and the model right after it; :class:`SequentialResult`: a run's rows,
+with the first edit after which perplexity is over a factor (``collapse.collapsed``: NaN or inf count as over)
+and the edits since the measurement before it. :func:`summary` (one row per run) and :func:`trajectories`
+(every run's rows) are the tables; ``sequential`` runs the streams and re-exports these names.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .collapse import COLLAPSE_FACTOR, collapsed
+
+if TYPE_CHECKING:
+    from .sequential import Stream
+
+THRESHOLDS = (2.0, COLLAPSE_FACTOR)  # perplexity factors marked on the trajectories
+
+
+@dataclass
+class StepRow:
+    """One edit of a stream and the model right after it. ``ppl`` and ``retained_efficacy`` are None at the
+    steps where they were not measured (every ``ppl_every`` / ``retain_every`` edits, and the last one)."""
+    stream: str
+    variant: str
+    setting: str
+    step: int  # 1-based: the number of edits in the model
+    case_id: str
+    group: str
+    subject_first: bool
+    subject: str
+    target_new: str
+    ratio: float  # (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) of this edit
+    denominator: float
+    numerator_norm: float
+    update_norm: float  # ‖ΔW‖ of this edit
+    total_update_norm: float  # ‖W − W₀‖ after it: all edits so far
+    v_steps: int
+    v_loss: float
+    efficacy: float  # this edit's efficacy right after it (target_new beats target_true on its prompt)
+    ppl: float | None = None
+    ppl_ratio: float | None = None  # ppl / the unedited model's
+    retained_efficacy: float | None = None  # mean efficacy over every fact edited so far (its latest target)
+    retained_of: int | None = None  # how many facts that mean is over
+    retained_first: float | None = None  # the same mean over the subject-first facts only (None: none yet)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SequentialResult:
+    stream: Stream
+    variant: str
+    setting: str
+    ppl_before: float
+    rows: list[StepRow]
+    stopped: str | None = None  # why the run ended before the stream's end (None: it ran to the end)
+    resumed_from: int = 0  # edits read back from a saved state when this run started
+    state_path: Path | None = None
+    ppl_every: int = 1
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped is not None or len(self.rows) == len(self.stream)
+
+    def to_frame(self, with_start: bool = True) -> pd.DataFrame:
+        """The rows as a table; ``with_start`` adds a step-0 row with the unedited model's perplexity."""
+        rows = [r.to_dict() for r in self.rows]
+        if with_start:
+            rows.insert(0, {"stream": self.stream.name, "variant": self.variant, "setting": self.setting,
+                            "step": 0, "ppl": self.ppl_before, "ppl_ratio": 1.0})
+        return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(StepRow)])
+
+    def first_crossing(self, factor: float) -> StepRow | None:
+        """The first edit after which the measured perplexity is over ``factor`` × the unedited one (NaN or
+        infinite counts as over). With ``ppl_every`` > 1 the crossing happened within the edits since the
+        previous measurement (``window``)."""
+        for r in self.rows:
+            if r.ppl_ratio is not None and collapsed(r.ppl_ratio, factor):
+                return r
+        return None
+
+    def window(self, row: StepRow) -> list[StepRow]:
+        """The edits since the previous perplexity measurement, up to and including ``row``."""
+        measured = [r.step for r in self.rows if r.ppl is not None and r.step < row.step]
+        start = measured[-1] if measured else 0
+        return [r for r in self.rows if start < r.step <= row.step]
+
+
+def summary(results: list[SequentialResult], factors: tuple[float, ...] = THRESHOLDS) -> pd.DataFrame:
+    """One row per run: edits done, the last measured perplexity, the first edit over each factor with what
+    lies in its window (whether it holds a subject-first edit, and the group of the window's largest ‖ΔW‖),
+    and the last measured retained efficacy."""
+    out = []
+    for res in results:
+        measured = [r for r in res.rows if r.ppl is not None]
+        retained = [r for r in res.rows if r.retained_efficacy is not None]
+        row = {"stream": res.stream.name, "variant": res.variant, "setting": res.setting, "edits": len(res.rows),
+               "of": len(res.stream), "subject_first_edits": sum(r.subject_first for r in res.rows),
+               "ppl_before": res.ppl_before, "last_ppl": measured[-1].ppl if measured else float("nan"),
+               "last_ppl_ratio": measured[-1].ppl_ratio if measured else float("nan"),
+               "max_edit_update_norm": max((r.update_norm for r in res.rows), default=float("nan")),
+               "retained_efficacy": retained[-1].retained_efficacy if retained else float("nan"),
+               "retained_first": retained[-1].retained_first if retained else float("nan"),
+               "stopped": res.stopped or ""}
+        for f in factors:
+            hit = res.first_crossing(f)
+            window = res.window(hit) if hit else []
+            biggest = max(window, key=lambda r: r.update_norm) if window else None
+            row[f"first_{f:g}x"] = hit.step if hit else None
+            row[f"first_{f:g}x_window"] = f"{window[0].step}–{window[-1].step}" if window else ""
+            row[f"first_{f:g}x_subject_first_in_window"] = any(r.subject_first for r in window) if window else None
+            row[f"first_{f:g}x_largest_edit_group"] = biggest.group if biggest else ""
+        out.append(row)
+    table = pd.DataFrame(out)
+    for f in factors:
+        if len(table):
+            table[f"first_{f:g}x"] = table[f"first_{f:g}x"].astype("Int64")  # None where never crossed
+    return table
+
+
+def trajectories(results: list[SequentialResult]) -> pd.DataFrame:
+    """Every run's rows in one table, with a step-0 row per run for the unedited model."""
+    return pd.concat([r.to_frame() for r in results], ignore_index=True)

@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models as bpe_models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from rome_collapse import data, keys, models, stats
+from rome_collapse import data, embedded, keys, models, stats
 from rome_collapse.profiles import get_profile
 
 # Two threads (this workplace's CPU), or what OMP_NUM_THREADS asks for when jobs share the machine.
@@ -65,7 +65,7 @@ def _no_real_model_unless_marked(request, monkeypatch):
     def refuse(name, *args, **kwargs):
         raise AssertionError(f"{request.node.nodeid} loads the real model {name!r}: mark it @pytest.mark.model")
 
-    monkeypatch.setattr(models, "_embedded_dir", refuse)
+    monkeypatch.setattr(embedded, "float32_checkpoint", refuse)
     monkeypatch.setattr(models, "load_encoder", refuse)
 
 

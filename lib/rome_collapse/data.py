@@ -247,8 +247,8 @@ MEPPL_FILES = {  # name -> (file, sha256 from the authors' SHA256SUMS)
 def data_root() -> Path | None:
     """The one data root, holding ``ME-PPL/`` and ``CounterFact/``: ``$ROME_COLLAPSE_DATA`` when set, else
     ``../shared/data`` beside the checkout (only when the package runs from one), else the working directory's
-    ``../shared/data``; None when none is there. The variable once named the ME-PPL folder itself: that form is refused with a message saying what to
-    set instead."""
+    ``../shared/data``; None when none is there. The variable once named the ME-PPL folder itself: that form is
+    refused with a message saying what to set instead."""
     named = os.environ.get(DATA_ENV)
     if named:
         root = Path(named)

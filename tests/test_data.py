@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rome_collapse import data, metrics
+from rome_collapse import config, data, metrics
 from rome_collapse.tokens import subject_is_first_token, subject_token_span
 
 GOOD = {
@@ -156,7 +156,7 @@ def test_a_bad_flat_record_names_its_case_and_field(change, message):
 
 
 def test_the_shared_counterfact_files_load(tmp_path):
-    root = data.repo_root().parent / "shared" / "data" / "CounterFact"
+    root = config.repo_root().parent / "shared" / "data" / "CounterFact"
     if not root.exists():
         pytest.skip("the shared CounterFact files are not beside this checkout")
     cases = data.load_cases(root / "counterfact-edit.json")
@@ -194,11 +194,24 @@ def test_without_the_variable_the_root_is_shared_data_beside_the_checkout_else_b
     beside_checkout, beside_cwd = tmp_path / "a" / "shared" / "data", tmp_path / "b" / "shared" / "data"
     for folder in (beside_checkout, beside_cwd, tmp_path / "b" / "notebooks"):
         folder.mkdir(parents=True)
-    monkeypatch.setattr(data, "repo_root", lambda: tmp_path / "a" / "checkout")
+    monkeypatch.setattr(data, "checkout_root", lambda: tmp_path / "a" / "checkout")
     monkeypatch.chdir(tmp_path / "b" / "notebooks")
     assert data.data_root() == beside_checkout
     beside_checkout.rmdir()
     assert data.data_root() == beside_cwd
+    beside_cwd.rmdir()
+    assert data.data_root() is None
+
+
+def test_an_installed_package_looks_only_beside_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("ROME_COLLAPSE_DATA", raising=False)
+    site = tmp_path / "venv" / "lib" / "site-packages"  # an installed package: no checkout above it
+    beside_site, beside_cwd = site.parent / "shared" / "data", tmp_path / "b" / "shared" / "data"
+    for folder in (beside_site, beside_cwd, tmp_path / "b" / "work"):
+        folder.mkdir(parents=True)
+    monkeypatch.setattr(data, "checkout_root", lambda: config.checkout_root(site / "rome_collapse"))
+    monkeypatch.chdir(tmp_path / "b" / "work")
+    assert data.data_root() == beside_cwd  # not the folder beside site-packages
     beside_cwd.rmdir()
     assert data.data_root() is None
 
@@ -231,7 +244,7 @@ def test_a_counterfact_split_is_read_from_the_root_and_checked_against_its_sums(
 
 def test_the_shared_splits_match_their_sums_and_are_disjoint(monkeypatch):
     monkeypatch.delenv("ROME_COLLAPSE_DATA", raising=False)
-    if not (data.repo_root().parent / "shared" / "data" / "CounterFact").exists():
+    if not (config.repo_root().parent / "shared" / "data" / "CounterFact").exists():
         pytest.skip("the shared CounterFact files are not beside this checkout")
     edit, train = data.counterfact_split("edit"), data.counterfact_split("train")
     assert len(edit) == len(train) == 10000

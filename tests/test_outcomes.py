@@ -1,11 +1,13 @@
 """Per-edit tables: reading an earlier run's measurement back only for exactly the same edits, the outcome's
-round trip through a CSV, and the group summaries (no model needed)."""
+round trip through a CSV, and the group summaries (no model needed); one edit measured (the tiny model)."""
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import torch
 
-from rome_collapse import outcomes
+from rome_collapse import keys, outcomes, rome, stats
+from rome_collapse.data import EditCase
 
 
 def _edit(case_id, variant, denominator, numerator=1.0):
@@ -70,3 +72,26 @@ def test_an_outcome_survives_a_csv_round_trip(tmp_path):
     assert back[0] == scored and back[0].locality_acc is None and back[0].rewrite_acc_prefix == 0.75
     assert back[1].ppl_after == float("inf") and back[1].rewrite_acc is None and back[1].case_id == 8
     assert back[0].ppl_ratio == pytest.approx(1e2 / 3) and back[1].ppl_ratio == float("inf")
+
+
+PARIS = EditCase("paris", "{} is located in", "Paris", "Italy", "France", paraphrase_prompts=("Paris lies in",),
+                 neighborhood_prompts=("Lyon is located in",))
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital and largest city of France."]
+
+
+def test_measure_edit_is_measure_edits_of_one_edit(tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path))
+    bundle = tiny.with_setting("paper")
+    templates = keys.context_templates(bundle, seed=0, cache=False)
+    edit = rome.edit(bundle, PARIS, templates, stats.covariance(bundle))
+    weight = bundle.weight(edit.layer).clone()
+    many = outcomes.measure_edits(bundle, [edit], {"paris": "prone"}, TEXTS, test_prefixes=templates[1:3],
+                                  progress=False)[0]
+    one = outcomes.measure_edit(bundle, edit, TEXTS, test_prefixes=templates[1:3], group="prone")
+    assert one == many
+    assert one.group == "prone" and one.case_id == "paris" and one.setting == "paper"
+    assert one.ppl_after != one.ppl_before and one.rewrite_acc_prefix is not None
+    assert torch.equal(bundle.weight(edit.layer), weight)  # restored
+    bare = outcomes.measure_edit(bundle, edit, TEXTS, ppl_before=2.0 * one.ppl_before, scores=False)
+    assert bare.group == "?" and bare.ppl_before == 2.0 * one.ppl_before and bare.ppl_after == one.ppl_after
+    assert bare.rewrite_acc is None and bare.cf_efficacy is None

@@ -2,10 +2,11 @@
 import pytest
 
 from rome_collapse import data, models, samples, strata
+from rome_collapse.config import repo_root
 from rome_collapse.data import EditCase
 from rome_collapse.strata import FIRST_MULTI, FIRST_SINGLE, LATER
 
-SHARED = data.repo_root().parent / "shared" / "data" / "CounterFact"
+SHARED = repo_root().parent / "shared" / "data" / "CounterFact"
 needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="the shared CounterFact splits are not beside this "
                                                                "checkout (../shared/data/CounterFact)")
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from .config import DATA_ENV, cache_dir, repo_root
+from .config import DATA_ENV, cache_dir, checkout_root
 
 
 class CaseError(ValueError):
@@ -246,9 +246,9 @@ MEPPL_FILES = {  # name -> (file, sha256 from the authors' SHA256SUMS)
 
 def data_root() -> Path | None:
     """The one data root, holding ``ME-PPL/`` and ``CounterFact/``: ``$ROME_COLLAPSE_DATA`` when set, else
-    ``../shared/data`` beside the checkout, else the working directory's ``../shared/data``; None when none is
-    there. The variable once named the ME-PPL folder itself: that form is refused with a message saying what to
-    set instead."""
+    ``../shared/data`` beside the checkout (only when the package runs from one), else the working directory's
+    ``../shared/data``; None when none is there. The variable once named the ME-PPL folder itself: that form is
+    refused with a message saying what to set instead."""
     named = os.environ.get(DATA_ENV)
     if named:
         root = Path(named)
@@ -261,7 +261,9 @@ def data_root() -> Path | None:
             raise FileNotFoundError(f"{DATA_ENV}={named}: no such folder (it names the data root that holds "
                                     "ME-PPL/ and CounterFact/)")
         return root
-    for candidate in (repo_root().parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+    checkout = checkout_root()
+    beside_checkout = [] if checkout is None else [checkout.parent / "shared" / "data"]
+    for candidate in [*beside_checkout, Path.cwd().parent / "shared" / "data"]:
         if candidate.is_dir():
             return candidate
     return None

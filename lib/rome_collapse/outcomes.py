@@ -4,7 +4,8 @@
   it, whether it collapsed the model (``collapse.collapsed``), and its scores: the paper's metrics (rewrite,
   rephrase and locality accuracy; rewrite accuracy behind an editing prefix) and CounterFact's (``cf_*``).
 * :func:`measure_edits`: the one place edits are measured — perplexity, scores (optionally with the paper's
-  test-time prefixes), or both; :func:`edit_and_measure`: edit every case of a selection and measure each edit.
+  test-time prefixes), or both; :func:`measure_edit`: one edit, through it; :func:`edit_and_measure`: edit every
+  case of a selection and measure each edit.
 * :func:`saved_edits`: an earlier run's per-edit table, when it holds exactly these edits (so that each
   measurement is made once and read by whoever needs it: notebooks 03, 04 and 06).
 * :func:`group_stats`: summaries of a per-edit table by group; :func:`continuation_table`: what the model writes
@@ -105,6 +106,15 @@ def measure_edits(bundle: Bundle, edits: list[rome.Edit], groups: dict, ppl_text
                cf.efficacy, cf.generalization, cf.locality) if scores else ()))
 
     return map_on_copies(bundle, measure, edits, workers, desc="measuring edits", progress=progress)
+
+
+def measure_edit(bundle: Bundle, edit: rome.Edit, ppl_texts: list[str] | None = None,
+                 ppl_before: float | None = None, scores: bool = True, test_prefixes: list[str] | None = None,
+                 group: str = "?") -> EditOutcome:
+    """One edit applied alone, measured (as :func:`measure_edits`, which it calls), the weights restored.
+    ``group`` labels the outcome."""
+    return measure_edits(bundle, [edit], {edit.case.case_id: group}, ppl_texts, ppl_before, scores=scores,
+                         test_prefixes=test_prefixes, progress=False)[0]
 
 
 def edit_and_measure(bundle: Bundle, selection: dict[str, list[EditCase]], templates: list[str],

@@ -7,13 +7,15 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from .config import repo_root
+from .config import output_root
 
 
-def figures_dir(profile: str = "full") -> Path:
+def figures_dir(profile: str = "full", root: str | Path | None = None) -> Path:
     """``figures/`` for the full profile (committed); ``build/figures/<profile>/`` otherwise, so that a
-    smoke run (CI, ``make test``) never overwrites the committed figures."""
-    path = repo_root() / "figures" if profile == "full" else repo_root() / "build" / "figures" / profile
+    smoke run (CI, ``make test``) never overwrites the committed figures. Both under ``root``, by default
+    ``config.output_root()`` (``$ROME_COLLAPSE_OUTPUT``, else the checkout, else the working directory)."""
+    root = output_root() if root is None else Path(root)
+    path = root / "figures" if profile == "full" else root / "build" / "figures" / profile
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 
+from .collapse import RISK_THRESHOLD
 from .models import DEFAULT_MODEL, DEFAULT_SETTING, SETTINGS
 
 
@@ -161,7 +162,8 @@ def _scan_parser(sub) -> None:
     p.add_argument("--cases", default=None, metavar="FILE",
                    help="JSON list of CounterFact records, ROME's format or EasyEdit's flat one (default: the "
                         "curated cases shipped here)")
-    p.add_argument("--threshold", type=float, default=0.1, help="at risk when the ratio is below this")
+    p.add_argument("--threshold", type=float, default=RISK_THRESHOLD,
+                   help=f"at risk when the ratio is below this (default {RISK_THRESHOLD})")
     p.add_argument("--out", default=None, metavar="CSV", help="write one row per case to this CSV file")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads while scanning (default 0: torch's own; 1 helps when other jobs share the cores)")

@@ -172,7 +172,7 @@ def _run_rows(steps: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
 
 def _first_crossing(rows: pd.DataFrame, measured: pd.Series, factor: float):
     """Index of the first measured edit with perplexity over ``factor`` × the unedited one (NaN counts as over)."""
-    over = measured & ~(rows["ppl_ratio"] < factor)
+    over = measured & collapsed(rows["ppl_ratio"], factor)
     return over.idxmax() if over.any() else None
 
 

@@ -239,7 +239,7 @@ def study_rows(variant, prefix_efficacy, locality, ppl_ratio=1.0, setting="paper
 
 
 def test_clamp_checks_summarise_each_variant_and_hold_it_to_the_verdicts_rules():
-    from rome_collapse import clamp_study
+    from rome_collapse.studies import clamp_study
 
     study = pd.DataFrame(study_rows(BASE, 0.5, 0.8) + study_rows(PREFIXED, 0.9, 0.75)
                          + study_rows("(v) prefixed start", 1.0, 0.74)

@@ -28,16 +28,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics, rome, values
-from .cache import digest, entry_path, load_tensors, save_tensors
-from .collapse import collapsed
-from .config import CACHE_VERSION
-from .data import EditCase
-from .keys import case_keys
-from .models import Bundle
-from .samples import case_group
+from .. import metrics, rome, values
+from ..cache import digest, entry_path, load_tensors, save_tensors
+from ..collapse import collapsed
+from ..config import CACHE_VERSION
+from ..data import EditCase
+from ..keys import case_keys
+from ..models import Bundle
+from ..samples import case_group
+from ..stats import SecondMoment
 from .sequential_results import THRESHOLDS, SequentialResult, StepRow, summary, trajectories  # noqa: F401
-from .stats import SecondMoment
 
 log = logging.getLogger(__name__)
 

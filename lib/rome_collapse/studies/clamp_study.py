@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from . import criteria, metrics, outcomes, rome
-from .data import EditCase
-from .keys import case_keys
-from .models import Bundle
-from .stats import SecondMoment
-from .values import ValueOptions, ValueResult, values_for
+from .. import criteria, metrics, outcomes, rome
+from ..data import EditCase
+from ..keys import case_keys
+from ..models import Bundle
+from ..stats import SecondMoment
+from ..values import ValueOptions, ValueResult, values_for
 
 log = logging.getLogger(__name__)
 

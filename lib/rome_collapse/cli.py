@@ -272,16 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     edit = rome.edit(bundle, case, templates, second_moment, variant=args.variant)
     edit_seconds = time.perf_counter() - start
     scored = args.target_true is not None or args.cases is not None  # a bare --prompt edit: rewrite accuracy only
-    outcome = outcomes.measure_edits(bundle, [edit], {}, _ppl_texts(args.ppl_texts), scores=True,
-                                     test_prefixes=templates[1:] if args.test_prefix else None, progress=False)[0]
+    outcome = outcomes.measure_edit(bundle, edit, _ppl_texts(args.ppl_texts),
+                                    test_prefixes=templates[1:] if args.test_prefix else None)
     measured = outcome.to_dict()
     if not scored:
         for name in ("rephrase_acc", "locality_acc", "cf_efficacy", "cf_generalization", "cf_locality"):
             measured[name] = None
     out = {**edit.report.to_dict(), "model": args.model, "case_id": case.case_id,
-           **{k: measured[k] for k in ("ppl_before", "ppl_after", "collapsed", "rewrite_acc", "rephrase_acc",
+           **{k: measured[k] for k in ("ppl_before", "ppl_after", "rewrite_acc", "rephrase_acc",
                                        "locality_acc", "rewrite_acc_prefix", "cf_efficacy", "cf_generalization",
                                        "cf_locality")},
+           "ppl_ratio": outcome.ppl_ratio, "collapsed": outcome.collapsed,
            "test_prefixes": len(templates) - 1 if args.test_prefix else 0, "v_star_steps": edit.value.steps,
            "edit_seconds": edit_seconds, "clamp_norm_factor": bundle.hparams.clamp_norm_factor,
            "hparams_file": args.hparams}

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from conftest import layer_output
-from rome_collapse import clamp_study, keys, rome, stats
+from rome_collapse import keys, rome, stats
+from rome_collapse.studies import clamp_study
 from rome_collapse.value_batch import build_rows
 from rome_collapse.values import ValueOptions, _value_key, _value_path, optimize_values, values_for
 from rome_collapse.data import EditCase

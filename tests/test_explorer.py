@@ -5,7 +5,8 @@ Most tests use the tiny random Llama (injected through ``load=``): the plumbing 
 import pytest
 import torch
 
-from rome_collapse import explorer, keys, models, rome, stats
+from rome_collapse import explorer, keys, models, outcomes, rome, stats, values
+from rome_collapse.explorer import render
 from rome_collapse.tokens import subject_is_first_token
 
 from conftest import tiny_llama
@@ -108,7 +109,7 @@ def test_an_engine_error_is_a_red_message_too(ex, monkeypatch):
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
-    monkeypatch.setattr(explorer.values, "values_for", broken)
+    monkeypatch.setattr(values, "values_for", broken)
     ex.edit_button.click()
     assert is_error(ex.message.value) and "RuntimeError: out of memory" in ex.message.value
     assert not ex.edit_button.disabled and not ex.risk_button.disabled
@@ -124,7 +125,7 @@ def test_risk_shows_the_ratio_and_the_first_token_flag(ex, tiny, curated):
     expected = rome.collapse_risk(paper, case, keys.context_templates(paper), stats.SecondMoment.identity())
     assert report.ratio == pytest.approx(expected.ratio) and report.setting == "paper"
     assert report.subject_first_token is True and subject_is_first_token(tiny, case.prompt, case.subject)
-    assert f"ratio {explorer._num(report.ratio)} · first token: yes" in ex.risk.value
+    assert f"ratio {render.format_number(report.ratio)} · first token: yes" in ex.risk.value
     assert "setting <b>paper: no C⁻¹" in ex.risk.value and ex.message.value == ""
 
     type_case(ex, "The capital of {} is", "Germany")
@@ -137,7 +138,7 @@ def test_risk_follows_the_layer_slider_and_the_setting(ex, tiny, monkeypatch):
     ex.layer.value = 2
     assert "layer 2" in ex.risk.value
     C = stats.second_moment(tiny.with_setting("rome"), layer=2, texts=TEXTS, cache=False, progress=False)
-    monkeypatch.setattr(explorer.stats, "covariance",  # C over a few texts, not the profile's 1,000
+    monkeypatch.setattr(stats, "covariance",  # C over a few texts, not the profile's 1,000
                         lambda bundle, **kw: C if bundle.hparams.mom2_adjustment else stats.SecondMoment.identity())
     ex.setting.value = "rome"
     assert ex.last_risk.setting == "rome" and "setting <b>rome: left vector C⁻¹k̄" in ex.risk.value
@@ -154,7 +155,8 @@ def test_edit_shows_the_update_and_undo_restores_the_weights_bit_for_bit(ex, tin
     for shown in ("numerator ‖v* − Wk − b‖", "denominator k·u", "‖ΔW‖", "ME-PPL", "rewrite accuracy (the paper's efficacy)", "CounterFact's efficacy",
                   "top-5 next tokens", "greedy continuation", "before", "after (ROME, paper)"):
         assert shown in html, shown
-    assert explorer._num(edit.report.update_norm) in html and explorer._num(edit.report.numerator_norm) in html
+    assert render.format_number(edit.report.update_norm) in html
+    assert render.format_number(edit.report.numerator_norm) in html
     assert edit.report.setting == "paper" and edit.report.variant == "rome" and edit.report.layer == tiny.hparams.layer
     assert ex.progress.value == ex.progress.max == 3 and ex.progress_label.value.startswith("v*: ")
     assert not same_weights(tiny, saved) and not ex.undo_button.disabled
@@ -163,6 +165,30 @@ def test_edit_shows_the_update_and_undo_restores_the_weights_bit_for_bit(ex, tin
     ex.undo_button.click()
     assert same_weights(tiny, saved) and ex.undo_button.disabled and "Undone" in ex.message.value
     assert capsys.readouterr().out == ""  # the explorer writes into its widgets only
+
+
+def test_rome_edit_reports_each_step_of_v_star(tiny, curated):
+    paper = tiny.with_setting("paper").with_hparams(v_num_grad_steps=3)
+    steps = []
+    edit = rome.edit(paper, curated[1], keys.context_templates(paper), stats.SecondMoment.identity(), cache=False,
+                     on_step=steps.append)
+    assert steps and steps == list(range(1, len(steps) + 1)) and steps[-1] == edit.value.steps
+
+
+def test_the_edit_is_measured_as_outcomes_measure_edit_does(ex, tiny):
+    """ME-PPL before and after and the collapse verdict are outcomes.measure_edit's, and the edit stays applied."""
+    saved = weights(tiny)
+    type_case(ex, "{}'s capital city is", "Germany")
+    ex.edit_button.click()
+    edit = ex.last_edit
+    assert edit is not None and ex.session.edits == [edit] and not same_weights(tiny, saved)
+    assert "steps" in ex.progress_label.value and "from the cache" not in ex.progress_label.value
+    ex.undo_button.click()
+    outcome = outcomes.measure_edit(ex.bundle, edit, ex.ppl_texts, scores=False)
+    run = ex.runs[-1]
+    assert (run["ppl_before"], run["ppl_after"]) == pytest.approx((outcome.ppl_before, outcome.ppl_after), rel=1e-9)
+    assert run["ppl_after"] != run["ppl_before"]
+    assert ("(collapsed)" in ex.result.value) == outcome.collapsed
 
 
 def test_each_edit_starts_from_the_unedited_model(ex, tiny):
@@ -201,7 +227,7 @@ def test_test_time_prefix_is_put_before_the_prompt(ex, tiny):
     ex.variant.value = "c-rome"
     ex.edit_button.click()
     prefix = keys.context_templates(tiny)[1].replace("{}", "")
-    assert ex.runs[-1]["test_prefix"] and explorer._esc(prefix) in ex.result.value
+    assert ex.runs[-1]["test_prefix"] and render.escape_text(prefix) in ex.result.value
 
 
 def test_switching_model_undoes_the_edit(make, tiny, tiny_tokenizer):

@@ -101,7 +101,7 @@ def test_the_observation_counts_collapses_by_stratum_and_names_the_others():
             (3, protocol.PRONE, FIRST_SINGLE, False), (4, protocol.NORMAL, LATER, False)]
     seen = protocol.observation(per_edit_rows(rows))
     assert (seen.collapses, seen.single_token_first, seen.share) == (2, 1, 0.5)
-    assert [o["case_id"] for o in seen.others] == [2] and seen.others[0]["ppl_factor"] == 50.0
+    assert [o["case_id"] for o in seen.others] == [2] and seen.others[0]["ppl_ratio"] == 50.0
     judged = cf_rules.judge_observation(per_edit_rows(rows), "m")
     verdict = judged.verdicts[0]
     assert verdict.data == "CounterFact" and verdict.verdict == "holds in part"  # 1/2 < 0.9 fails; 1/2 >= 0.5 holds

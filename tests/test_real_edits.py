@@ -66,6 +66,8 @@ def test_cli_edit_prints_one_json_object():
     assert result["variant"] == "c-rome" and result["rewrite_acc"] == 1.0 and result["cf_efficacy"] == 1.0
     assert result["rephrase_acc"] is None and result["locality_acc"] is None  # no paraphrases or neighbours given
     assert result["rewrite_acc_prefix"] is None  # no --test-prefix
+    assert result["ppl_ratio"] == pytest.approx(result["ppl_after"] / result["ppl_before"])
+    assert result["collapsed"] is False  # C-ROME's edit of a normal case
 
 
 @pytest.mark.model

@@ -132,9 +132,11 @@ def test_sequential_holds_with_the_same_lines_as_before():
     assert judged.text.startswith("**paper setting: the claim holds.**")
 
 
-@pytest.mark.parametrize("crome, expected", [([SAFE, SAFE], "holds"), ([SAFE, [None, 1.0, None, 10.0]], "fails"),
-                                             ([SAFE, [None, 1.0, None, 9.99]], "holds")])
+@pytest.mark.parametrize("crome, expected", [([SAFE, SAFE], "holds"), ([SAFE, [None, 1.0, None, 10.01]], "fails"),
+                                             ([SAFE, [None, 1.0, None, 10.0]], "holds"),
+                                             ([SAFE, [None, 1.0, None, float("nan")]], "fails")])
 def test_c_rome_stays_at_its_edge(crome, expected):
+    """Over 10× is collapse.collapsed's rule, as in sequential.summary's first_10x: 10.0 itself is not over, NaN is."""
     assert status(sequential([COLLAPSING], crome).parts, "c-rome-stays") == expected  # 0 runs over: holds; 1: fails
 
 
@@ -237,7 +239,7 @@ def study_rows(variant, prefix_efficacy, locality, ppl_ratio=1.0, setting="paper
 
 
 def test_clamp_checks_summarise_each_variant_and_hold_it_to_the_verdicts_rules():
-    from rome_collapse import clamp_study
+    from rome_collapse.studies import clamp_study
 
     study = pd.DataFrame(study_rows(BASE, 0.5, 0.8) + study_rows(PREFIXED, 0.9, 0.75)
                          + study_rows("(v) prefixed start", 1.0, 0.74)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rome_collapse import screening
+from rome_collapse.studies import screening
 
 
 # --------------------------------------------------------------------------------------------

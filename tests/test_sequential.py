@@ -6,8 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from rome_collapse import keys, sequential, stats, values
+from rome_collapse import keys, stats, values
 from rome_collapse.samples import case_group
+from rome_collapse.studies import sequential
 
 N = 3  # edits per test stream
 

@@ -6,7 +6,8 @@ second moment C), keys (context templates, prefixed and unprefixed keys), values
 rome (the rank-one update, the pre-flight check, applying edits), trace (hooks), metrics
 (efficacy, generalisation, locality, perplexity), collapse (what counts as a collapse), samples (cases by
 group, texts, positions), outcomes (edits applied alone and measured), representations (where keys and
-token states sit, their concentration), interventions (position swaps, BOS removal), plots.
+token states sit, their concentration), interventions (position swaps, BOS removal), plots; studies/ (the
+studies of notebooks 08-10: screening, sequential, clamp_study) and rules/ (the verdicts).
 
 The names most uses need are here at the top (``rome_collapse.edit``, ``rome_collapse.measure_edit``, ...),
 each loaded from its module when first asked for, so that ``import rome_collapse`` loads no torch::

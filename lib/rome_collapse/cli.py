@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 
+from .collapse import RISK_THRESHOLD
 from .models import DEFAULT_MODEL, DEFAULT_SETTING, SETTINGS
 
 
@@ -161,7 +162,8 @@ def _scan_parser(sub) -> None:
     p.add_argument("--cases", default=None, metavar="FILE",
                    help="JSON list of CounterFact records, ROME's format or EasyEdit's flat one (default: the "
                         "curated cases shipped here)")
-    p.add_argument("--threshold", type=float, default=0.1, help="at risk when the ratio is below this")
+    p.add_argument("--threshold", type=float, default=RISK_THRESHOLD,
+                   help=f"at risk when the ratio is below this (default {RISK_THRESHOLD})")
     p.add_argument("--out", default=None, metavar="CSV", help="write one row per case to this CSV file")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads while scanning (default 0: torch's own; 1 helps when other jobs share the cores)")
@@ -270,16 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     edit = rome.edit(bundle, case, templates, second_moment, variant=args.variant)
     edit_seconds = time.perf_counter() - start
     scored = args.target_true is not None or args.cases is not None  # a bare --prompt edit: rewrite accuracy only
-    outcome = outcomes.measure_edits(bundle, [edit], {}, _ppl_texts(args.ppl_texts), scores=True,
-                                     test_prefixes=templates[1:] if args.test_prefix else None, progress=False)[0]
+    outcome = outcomes.measure_edit(bundle, edit, _ppl_texts(args.ppl_texts),
+                                    test_prefixes=templates[1:] if args.test_prefix else None)
     measured = outcome.to_dict()
     if not scored:
         for name in ("rephrase_acc", "locality_acc", "cf_efficacy", "cf_generalization", "cf_locality"):
             measured[name] = None
     out = {**edit.report.to_dict(), "model": args.model, "case_id": case.case_id,
-           **{k: measured[k] for k in ("ppl_before", "ppl_after", "collapsed", "rewrite_acc", "rephrase_acc",
+           **{k: measured[k] for k in ("ppl_before", "ppl_after", "rewrite_acc", "rephrase_acc",
                                        "locality_acc", "rewrite_acc_prefix", "cf_efficacy", "cf_generalization",
                                        "cf_locality")},
+           "ppl_ratio": outcome.ppl_ratio, "collapsed": outcome.collapsed,
            "test_prefixes": len(templates) - 1 if args.test_prefix else 0, "v_star_steps": edit.value.steps,
            "edit_seconds": edit_seconds, "clamp_norm_factor": bundle.hparams.clamp_norm_factor,
            "hparams_file": args.hparams}

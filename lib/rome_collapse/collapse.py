@@ -13,10 +13,10 @@ COLLAPSE_FACTOR = 10.0
 RISK_THRESHOLD = 0.1
 
 
-def collapsed(blowup, factor: float = COLLAPSE_FACTOR):
+def collapsed(ppl_ratio, factor: float = COLLAPSE_FACTOR):
     """Perplexity after / before (a number or an array of them) over ``factor``; NaN or inf count as collapsed.
     A number gives a bool, an array (or a pandas Series) a boolean array."""
-    over = ~(np.asarray(blowup, dtype=float) <= factor)
+    over = ~(np.asarray(ppl_ratio, dtype=float) <= factor)
     return bool(over) if over.ndim == 0 else over
 
 

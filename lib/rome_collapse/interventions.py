@@ -92,8 +92,7 @@ def position_swap_outcomes(bundle: Bundle, cases: list[EditCase], values: list[V
     """
     if len(values) != len(cases):
         raise ValueError("one v* per case is needed")
-    if ppl_before is None:
-        ppl_before = metrics.perplexity(bundle, ppl_texts).mean
+    ppl_before = metrics.perplexity_before(bundle, ppl_texts, ppl_before)
     plain, swapped, shifts = [], [], []
     for case, value in zip(cases, values):
         if value.case_id != case.case_id:

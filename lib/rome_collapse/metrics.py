@@ -4,7 +4,8 @@
   locality accuracy as token shares (:func:`prediction_accuracy`, :func:`locality_reference`), and the rewrite
   accuracy with a test-time editing prefix placed as the authors place it.
 * CounterFact's probability scores (ROME's own test, a second family): :func:`evaluate_cases`.
-* Perplexity as the paper's ME-PPL script computes it (:func:`perplexity`) and greedy :func:`continuations`.
+* Perplexity as the paper's ME-PPL script computes it (:func:`perplexity`; the unedited model's, measured once:
+  :func:`perplexity_before`) and greedy :func:`continuations`.
 """
 from __future__ import annotations
 
@@ -259,6 +260,13 @@ def perplexity(bundle: Bundle, texts: list[str], batch_size: int = 16, add_start
         for i, value in zip(idx, ppl.tolist()):
             per_text[i] = value
     return Perplexity(sum(per_text) / len(per_text), per_text)
+
+
+def perplexity_before(bundle: Bundle, texts: list[str], known: float | None = None,
+                      lower: LowerStates | None = None) -> float:
+    """The unedited model's mean perplexity on ``texts``, the ``ppl_before`` every edit's perplexity is divided by:
+    ``known`` when the caller already measured it (once for many edits, settings or runs), else measured now."""
+    return known if known is not None else perplexity(bundle, texts, lower=lower).mean
 
 
 def continuations(bundle: Bundle, prompts: list[str], max_new_tokens: int = 16) -> list[str]:

@@ -87,8 +87,8 @@ def measure_edits(bundle: Bundle, edits: list[rome.Edit], groups: dict, ppl_text
     edited layer run once per perplexity batch, not once per edit (``metrics.LowerStates``).
     """
     lower = metrics.LowerStates(min(e.layer for e in edits)) if edits and ppl_texts is not None else None
-    if ppl_texts is not None and ppl_before is None:
-        ppl_before = metrics.perplexity(bundle, ppl_texts, lower=lower).mean
+    if ppl_texts is not None:
+        ppl_before = metrics.perplexity_before(bundle, ppl_texts, ppl_before, lower)
 
     def measure(b: Bundle, e: rome.Edit) -> EditOutcome:
         reference = metrics.locality_reference(b, e.case) if scores else None  # the unedited model's tokens
@@ -123,13 +123,11 @@ def edit_and_measure(bundle: Bundle, selection: dict[str, list[EditCase]], templ
                      ppl_before: float | None = None, test_prefixes: list[str] | None = None) -> list[EditOutcome]:
     """Edit every selected case with every variant (v* shared and cached) and measure each edit alone
     (variant by variant, cases in the selection's order), on ``workers`` threads. ``ppl_before``: the unedited
-    perplexity on ``ppl_texts`` when already measured."""
+    perplexity on ``ppl_texts`` when already measured (else :func:`measure_edits` measures it)."""
     cases = [c for group in selection.values() for c in group]
     groups = {c.case_id: g for g, cs in selection.items() for c in cs}
     edits = rome.compute_edits(bundle, cases, templates, second_moment, tuple(variants),
                                batch_size=batch_size, progress=progress, workers=workers)
-    if ppl_before is None:
-        ppl_before = metrics.perplexity(bundle, ppl_texts).mean
     return measure_edits(bundle, [e for v in variants for e in edits[v]], groups, ppl_texts, ppl_before,
                          scores=scores, test_prefixes=test_prefixes, progress=progress, workers=workers)
 

@@ -183,7 +183,7 @@ class Observation:
     setting: str
     collapses: int
     single_token_first: int
-    others: list[dict]  # case_id, subject, stratum, subject_tokens, ppl factor of each other collapse
+    others: list[dict]  # case_id, subject, stratum, subject_tokens, ppl_ratio of each other collapse
 
     @property
     def share(self) -> float:
@@ -200,7 +200,7 @@ def observation(per_edit: pd.DataFrame, setting: str = "paper") -> Observation:
     others = hits[hits["stratum"] != FIRST_SINGLE]
     return Observation(setting, len(hits), int((hits["stratum"] == FIRST_SINGLE).sum()), [
         {"case_id": r.case_id, "subject": r.subject, "stratum": r.stratum, "subject_tokens": int(r.subject_tokens),
-         "ppl_factor": r.ppl_after / r.ppl_before} for r in others.itertuples()])
+         "ppl_ratio": r.ppl_after / r.ppl_before} for r in others.itertuples()])
 
 
 def period_subjects(cases: list[EditCase]) -> list[EditCase]:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import values
+from .collapse import RISK_THRESHOLD
 from .data import EditCase
 from .keys import CaseKeys, case_keys
 from .models import Bundle
@@ -131,13 +132,15 @@ def make_edit(bundle: Bundle, case: EditCase, value: values.ValueResult, keys: C
 def compute_edits(bundle: Bundle, cases: list[EditCase], templates: list[str], second_moment: SecondMoment,
                   variants: tuple[str, ...] = VARIANTS, layer: int | None = None, batch_size: int = 8,
                   cache: bool = True, progress: bool = True,
-                  value_options: values.ValueOptions | None = None, workers: int = 1) -> dict[str, list[Edit]]:
+                  value_options: values.ValueOptions | None = None, workers: int = 1,
+                  on_step=None) -> dict[str, list[Edit]]:
     """For every case and variant, the edit (ΔW and its report). v* is shared between the variants
     (``values.values_for``, cached unless ``cache=False``, optimised on ``workers`` threads; ``value_options``:
-    see :class:`values.ValueOptions`, the default is ROME's)."""
+    see :class:`values.ValueOptions`, the default is ROME's; ``on_step(n)`` after each optimisation step, not
+    called for a v* read from the cache)."""
     layer = bundle.edit_layer(layer)
     v_stars = values.values_for(bundle, cases, templates, layer, batch_size=batch_size, cache=cache,
-                                progress=progress, options=value_options, workers=workers)
+                                progress=progress, on_step=on_step, options=value_options, workers=workers)
     edits = {v: [] for v in variants}
     for case, value in zip(cases, v_stars):
         keys = case_keys(bundle, case.prompt, case.subject, templates, layer)
@@ -147,10 +150,11 @@ def compute_edits(bundle: Bundle, cases: list[EditCase], templates: list[str], s
 
 
 def edit(bundle: Bundle, case: EditCase, templates: list[str], second_moment: SecondMoment,
-         variant: str = "rome", cache: bool = True, value_options: values.ValueOptions | None = None) -> Edit:
-    """One edit, end to end (v* cached)."""
+         variant: str = "rome", cache: bool = True, value_options: values.ValueOptions | None = None,
+         on_step=None) -> Edit:
+    """One edit, end to end (v* cached; ``on_step(n)`` after each step of its optimisation, e.g. a progress bar)."""
     return compute_edits(bundle, [case], templates, second_moment, (variant,), cache=cache, progress=False,
-                         value_options=value_options)[variant][0]
+                         value_options=value_options, on_step=on_step)[variant][0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +174,7 @@ class RiskReport:
 
 
 def collapse_risk(bundle: Bundle, case: EditCase, templates: list[str], second_moment: SecondMoment,
-                  threshold: float = 0.1, layer: int | None = None) -> RiskReport:
+                  threshold: float = RISK_THRESHOLD, layer: int | None = None) -> RiskReport:
     """How small ROME's denominator would be for this request, from the keys alone (no v*)."""
     from .tokens import subject_is_first_token
 

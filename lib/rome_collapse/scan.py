@@ -7,7 +7,8 @@ gives the same :class:`~rome_collapse.keys.CaseKeys` as :func:`~rome_collapse.ke
 
 :func:`scan_cases` turns them into one :class:`ScanRow` per case (the ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄),
 cos(kᵘ, k̄), where the subject sits, its stratum) and a :class:`ScanSummary` with the throughput and the counts per
-stratum (``python -m rome_collapse scan``). How well these numbers predict a collapse: :mod:`rome_collapse.screening`.
+stratum (``python -m rome_collapse scan``). How well these numbers predict a collapse:
+:mod:`rome_collapse.studies.screening`.
 """
 from __future__ import annotations
 

@@ -55,9 +55,10 @@ def _beats_simpler(screens: pd.DataFrame, strict: str, ratio_auc: float) -> crit
 
 
 def predict_collapse_parts(screens: pd.DataFrame, definitions: dict[str, float]) -> list[criteria.PartResult]:
-    """The parts of ``predict-collapse`` from ``screening.screens`` (one row per collapse definition and predictor:
-    auc, collapses, harmless, catch_all_threshold, false_refusals, false_refusal_rate; the ratio's predictor is
-    named "ratio"). The strict definition (largest factor) is the collapse; the mildest gives ``separates-mild``."""
+    """The parts of ``predict-collapse`` from ``studies.screening.screens`` (one row per collapse definition and
+    predictor: auc, collapses, harmless, catch_all_threshold, false_refusals, false_refusal_rate; the ratio's
+    predictor is named "ratio"). The strict definition (largest factor) is the collapse; the mildest gives
+    ``separates-mild``."""
     claim = "predict-collapse"
     by = screens.set_index(["collapse", "predictor"])
     strict, mild = strict_and_mild(definitions)
@@ -172,7 +173,7 @@ def _run_rows(steps: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
 
 def _first_crossing(rows: pd.DataFrame, measured: pd.Series, factor: float):
     """Index of the first measured edit with perplexity over ``factor`` × the unedited one (NaN counts as over)."""
-    over = measured & ~(rows["ppl_ratio"] < factor)
+    over = measured & collapsed(rows["ppl_ratio"], factor)
     return over.idxmax() if over.any() else None
 
 
@@ -208,8 +209,8 @@ def _rome_run(stream: str, rows: pd.DataFrame, measured: pd.Series, factor: floa
 
 
 def judge_sequential(steps: pd.DataFrame, model: str, setting: str, factor: float = COLLAPSE_FACTOR) -> Judgement:
-    """Notebook 09: claim ``sequential`` in one setting, from ``sequential.trajectories`` (one row per edit of every
-    run, step 0 the unedited model; columns stream, variant, setting, step, group, subject_first, ratio,
+    """Notebook 09: claim ``sequential`` in one setting, from ``studies.sequential.trajectories`` (one row per edit
+    of every run, step 0 the unedited model; columns stream, variant, setting, step, group, subject_first, ratio,
     update_norm, ppl, ppl_ratio). ROME runs that count are those whose edits include a subject-first one.
 
     Parts: ``c-rome-stays`` (C-ROME runs whose measured perplexity goes over ``factor`` × the unedited),
@@ -255,7 +256,7 @@ def judge_sequential(steps: pd.DataFrame, model: str, setting: str, factor: floa
 # --------------------------------------------------------------------------------------------
 def clamp_study_parts(checks: pd.DataFrame, variant: str, baseline: str) -> list[criteria.PartResult]:
     """The parts of ``clamp-study`` for ``variant`` (the prefixed clamp) against ``baseline`` (ROME's clamp),
-    from ``clamp_study.clamp_checks`` (one row per v* variant: cases, efficacy with prefix, locality,
+    from ``studies.clamp_study.clamp_checks`` (one row per v* variant: cases, efficacy with prefix, locality,
     ppl_ratio_max). A NaN perplexity (non-finite weights) counts as a collapse."""
     claim = "clamp-study"
     v, b = checks.loc[variant], checks.loc[baseline]

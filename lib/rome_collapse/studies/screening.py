@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .collapse import RISK_THRESHOLD, collapsed
+from ..collapse import RISK_THRESHOLD, collapsed
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,16 +28,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics, rome, values
-from .cache import digest, entry_path, load_tensors, save_tensors
-from .collapse import collapsed
-from .config import CACHE_VERSION
-from .data import EditCase
-from .keys import case_keys
-from .models import Bundle
-from .samples import case_group
+from .. import metrics, rome, values
+from ..cache import digest, entry_path, load_tensors, save_tensors
+from ..collapse import collapsed
+from ..config import CACHE_VERSION
+from ..data import EditCase
+from ..keys import case_keys
+from ..models import Bundle
+from ..samples import case_group
+from ..stats import SecondMoment
 from .sequential_results import THRESHOLDS, SequentialResult, StepRow, summary, trajectories  # noqa: F401
-from .stats import SecondMoment
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,14 @@ def _efficacy(bundle: Bundle, cases: list[EditCase]) -> list[float]:
     return [m.efficacy for m in metrics.evaluate_cases(bundle, bare)]
 
 
+def _perplexity_now(bundle: Bundle, ppl_texts: list[str], ppl_before: float, finite: bool) -> tuple[float, float]:
+    """(perplexity, ppl_ratio) of the model as it stands: every edit of the stream so far, none undone. Not
+    ``outcomes.measure_edit``, which applies one edit to the unedited weights and restores them after. Non-finite
+    weights give NaN without a forward pass (``collapse.collapsed`` counts it as collapsed)."""
+    ppl = metrics.perplexity(bundle, ppl_texts).mean if finite else float("nan")
+    return ppl, ppl / ppl_before
+
+
 def _latest_per_fact(edits: list[tuple[EditCase, str]]) -> list[tuple[EditCase, str]]:
     """(case, group) of the last edit of each fact (prompt and subject): what the model should hold now."""
     latest: dict[tuple[str, str], tuple[EditCase, str]] = {}
@@ -241,9 +249,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
                     weight.copy_(original)
         result = SequentialResult(stream, variant, bundle.setting, float("nan"), rows, stopped, len(rows), path,
                                   ppl_every)
-        if ppl_before is None:
-            ppl_before = metrics.perplexity(bundle, ppl_texts).mean
-        result.ppl_before = ppl_before
+        result.ppl_before = ppl_before = metrics.perplexity_before(bundle, ppl_texts, ppl_before)
         if result.finished:
             return result
         bar = tqdm(total=len(stream), initial=len(rows), desc=f"{stream.name} stream, {variant} ({bundle.setting})",
@@ -264,8 +270,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
             finite = bool(torch.isfinite(weight).all())
             last = step == len(stream)
             if step % ppl_every == 0 or last or not finite:
-                row.ppl = metrics.perplexity(bundle, ppl_texts).mean if finite else float("nan")
-                row.ppl_ratio = row.ppl / ppl_before
+                row.ppl, row.ppl_ratio = _perplexity_now(bundle, ppl_texts, ppl_before, finite)
             if step % retain_every == 0 or last:
                 facts = _latest_per_fact(list(zip(cases[:step], stream.groups[:step])))
                 scores = _efficacy(bundle, [c for c, _ in facts]) if finite else [float("nan")] * len(facts)
@@ -300,7 +305,6 @@ def run_streams(bundles: dict[str, Bundle], streams: list[Stream], variants: lis
                 second_moments: dict[str, SecondMoment], ppl_texts: list[str], **kwargs) -> list[SequentialResult]:
     """``run_stream`` for every setting (``bundles``: setting → bundle, sharing one model), stream and variant;
     the unedited model's perplexity is measured once for all."""
-    if "ppl_before" not in kwargs:
-        kwargs["ppl_before"] = metrics.perplexity(next(iter(bundles.values())), ppl_texts).mean
+    kwargs["ppl_before"] = metrics.perplexity_before(next(iter(bundles.values())), ppl_texts, kwargs.get("ppl_before"))
     return [run_stream(bundles[s], stream, v, templates, second_moments[s], ppl_texts, **kwargs)
             for s in bundles for stream in streams for v in variants]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .collapse import COLLAPSE_FACTOR, collapsed
+from ..collapse import COLLAPSE_FACTOR, collapsed
 
 if TYPE_CHECKING:
     from .sequential import Stream

@@ -17,20 +17,18 @@ import logging
 from dataclasses import dataclass, field
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from . import criteria, metrics, rome
-from .data import EditCase
-from .collapse import collapsed
-from .keys import case_keys
-from .models import Bundle
-from .stats import SecondMoment
-from .values import ValueOptions, ValueResult, values_for
+from .. import criteria, metrics, outcomes, rome
+from ..data import EditCase
+from ..keys import case_keys
+from ..models import Bundle
+from ..stats import SecondMoment
+from ..values import ValueOptions, ValueResult, values_for
 
 log = logging.getLogger(__name__)
 
-PAPER_SCORES = ("rewrite_acc", "rephrase_acc", "locality_acc", "rewrite_acc_prefix")  # metrics.PaperScores
-CF_SCORES = ("efficacy", "generalization", "locality")  # metrics.CaseMetrics, kept as cf_<name>
+PAPER_SCORES = ("rewrite_acc", "rephrase_acc", "locality_acc", "rewrite_acc_prefix")  # outcomes.EditOutcome's
+CF_SCORES = ("efficacy", "generalization", "locality")  # outcomes.EditOutcome's cf_<name>
 
 
 @dataclass(frozen=True)
@@ -81,52 +79,45 @@ def values_by_variant(bundle: Bundle, cases: list[EditCase], templates: list[str
     return out
 
 
-def _scores(bundle: Bundle, case: EditCase, locality_before: list[list[int]], test_prefixes: list[str]) -> dict:
-    """The paper's metrics (the rewrite prompt also behind each test-time prefix, mean over them, as the authors
-    place it) and CounterFact's scores without a prefix."""
-    paper = metrics.paper_scores(bundle, case, locality_before, test_prefixes).to_dict()
-    cf = metrics.evaluate_cases(bundle, [case])[0]
-    return {**{s: paper[s] for s in PAPER_SCORES}, **{f"cf_{s}": getattr(cf, s) for s in CF_SCORES},
-            "p_new": cf.p_new}
-
-
 def run_study(bundles: dict[str, Bundle], cases: list[EditCase], groups: dict, templates: list[str],
               second_moments: dict[str, SecondMoment], ppl_texts: list[str], test_prefixes: list[str],
               variants=VALUE_VARIANTS, progress: bool = True) -> pd.DataFrame:
-    """One row per setting, variant and case: the C-ROME edit from that variant's v*, applied alone.
+    """One row per setting, variant and case: the C-ROME edit from that variant's v*, applied alone and measured
+    by ``outcomes.measure_edits`` (weights restored after each).
 
     ``bundles`` and ``second_moments`` map each setting to its bundle (the same weights) and C. v* does not
     depend on C, so each variant's v* is computed once and edited into both settings. Columns: the paper's
     metrics (``PAPER_SCORES``: locality against the unedited model's tokens; ``rewrite_acc_prefix`` the mean over
-    ``test_prefixes``, for every case), CounterFact's (``cf_*``, ``p_new``), perplexity after the edit and its
-    ratio to the unedited one, ``collapsed`` (over ``collapse.COLLAPSE_FACTOR``×), and v*'s own numbers:
-    ``target_prob`` (mean probability of target_new over the loss's templates at the last step), ``delta_norm``
-    ‖δ‖, ``clamp_bound``, ``clamped`` (‖δ‖ at the bound), ``start_norm`` ‖target_init‖, ``steps``; and ‖ΔW‖
+    ``test_prefixes``, for every case), CounterFact's (``cf_*``), perplexity after the edit and its ratio to the
+    unedited one (``ppl_ratio``), ``collapsed`` (``collapse.collapsed``), and v*'s own numbers: ``target_prob``
+    (mean probability of target_new over the loss's templates at the last step), ``delta_norm`` ‖δ‖,
+    ``clamp_bound``, ``clamped`` (‖δ‖ at the bound), ``start_norm`` ‖target_init‖, ``steps``; and ‖ΔW‖
     (``update_norm``).
     """
     first = next(iter(bundles.values()))
     values = values_by_variant(first, cases, templates, variants, progress)
     case_keys_ = [case_keys(first, c.prompt, c.subject, templates) for c in cases]
-    references = [metrics.locality_reference(first, c) for c in cases]  # the unedited model's tokens
-    ppl_before = metrics.perplexity(first, ppl_texts).mean
+    ppl_before = metrics.perplexity_before(first, ppl_texts)  # the same weights in every setting
     rows = []
-    jobs = [(s, v, k) for s in bundles for v in variants for k in range(len(cases))]
-    for setting, variant, k in tqdm(jobs, desc="C-ROME edits", disable=not progress):
-        bundle, case, value = bundles[setting], cases[k], values[variant.name][k]
-        edit = rome.make_edit(bundle, case, value, case_keys_[k], second_moments[setting], "c-rome")
-        with rome.applied(bundle, edit):
-            ppl_after = metrics.perplexity(bundle, ppl_texts).mean
-            scores = _scores(bundle, case, references[k], test_prefixes)
-        bound = value.clamp_bound
-        rows.append({
-            "setting": setting, "variant": variant.name, "case_id": case.case_id, "group": groups.get(case.case_id, "?"),
-            "subject": case.subject, "target_new": case.target_new, **scores,
-            "ppl_before": ppl_before, "ppl_after": ppl_after, "ppl_ratio": ppl_after / ppl_before,
-            "collapsed": collapsed(ppl_after / ppl_before),
-            "target_prob": value.target_prob, "delta_norm": value.delta.norm().item(), "clamp_bound": bound,
-            "clamped": bound is not None and value.delta.norm().item() >= 0.999 * bound,
-            "start_norm": value.target_init.norm().item(), "steps": value.steps,
-            "update_norm": edit.report.update_norm})
+    for setting, bundle in bundles.items():
+        # one measure_edits call per setting: the blocks below the edited layer run once for all its edits
+        jobs = [(v, k) for v in variants for k in range(len(cases))]
+        edits = [rome.make_edit(bundle, cases[k], values[v.name][k], case_keys_[k], second_moments[setting], "c-rome")
+                 for v, k in jobs]
+        measured = outcomes.measure_edits(bundle, edits, groups, ppl_texts, ppl_before, test_prefixes=test_prefixes,
+                                          progress=progress)
+        for (variant, k), outcome in zip(jobs, measured):
+            value = values[variant.name][k]
+            delta_norm, bound = value.delta.norm().item(), value.clamp_bound
+            rows.append({
+                "setting": setting, "variant": variant.name, "case_id": outcome.case_id, "group": outcome.group,
+                "subject": outcome.subject, "target_new": outcome.target_new,
+                **{s: getattr(outcome, s) for s in (*PAPER_SCORES, *(f"cf_{s}" for s in CF_SCORES))},
+                "ppl_before": outcome.ppl_before, "ppl_after": outcome.ppl_after, "ppl_ratio": outcome.ppl_ratio,
+                "collapsed": outcome.collapsed, "target_prob": value.target_prob, "delta_norm": delta_norm,
+                "clamp_bound": bound, "clamped": bound is not None and delta_norm >= 0.999 * bound,
+                "start_norm": value.target_init.norm().item(), "steps": value.steps,
+                "update_norm": outcome.update_norm})
     return pd.DataFrame(rows)
 
 
@@ -139,7 +130,6 @@ def summary(study: pd.DataFrame) -> pd.DataFrame:
         ppl_ratio_max=("ppl_ratio", "max"), collapsed=("collapsed", "sum")).reset_index()
     out["variant"] = pd.Categorical(out["variant"], order, ordered=True)
     return out.sort_values(["setting", "group", "variant"]).reset_index(drop=True)
-
 
 
 def _meets(part: str, values: pd.Series) -> pd.Series:

@@ -33,7 +33,7 @@ def assert_same_keys(expected: keys.CaseKeys, got: keys.CaseKeys) -> None:
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_batched_keys_equal_per_case_keys_on_any_weights(tiny, share_prefix):
     cases = [FIRST, LATE, DARRIEUX]
-    batched = scan.case_keys_batch(tiny, cases, TEMPLATES, token_budget=64, share_prefix=share_prefix)
+    batched = keys.case_keys_batch(tiny, cases, TEMPLATES, token_budget=64, share_prefix=share_prefix)
     for case, got in zip(cases, batched):
         assert_same_keys(keys.case_keys(tiny, case.prompt, case.subject, TEMPLATES), got)
 
@@ -42,7 +42,7 @@ def test_batched_keys_equal_per_case_keys_on_any_weights(tiny, share_prefix):
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_batched_keys_equal_per_case_keys_on_the_real_model(smol, smol_templates, curated, share_prefix):
     cases = curated[:3] + curated[-3:] + [LATE, DARRIEUX]  # subject-first and later subjects
-    batched = scan.case_keys_batch(smol, cases, smol_templates, share_prefix=share_prefix)
+    batched = keys.case_keys_batch(smol, cases, smol_templates, share_prefix=share_prefix)
     for case, got in zip(cases, batched):
         assert_same_keys(keys.case_keys(smol, case.prompt, case.subject, smol_templates), got)
 

@@ -225,23 +225,20 @@ def denominator_ratios(bundle: Bundle, groups: dict[str, list[EditCase]], templa
     each of ``layers``: one row per layer and case. Needs no v*, only the keys there and, in the "rome"
     setting, C at each layer (over the first ``n_samples`` of ``texts``, default the statistics corpus;
     cached like the edit layer's C). In the "paper" setting C is the identity and nothing else is run. The keys
-    at every layer come from the same forward passes (``keys.keys_at_layers``)."""
+    at every layer come from the same forward passes (``keys.key_batch``)."""
     from tqdm.auto import tqdm
 
-    if templates[0] != "{}":
-        raise ValueError("the first context template must be '{}' (the unprefixed prompt)")
     cases = [(group, case) for group, cs in groups.items() for case in cs]
-    lookups = [lk for _, case in cases for lk in keys.subject_lookups(bundle, case.prompt, case.subject, templates)]
-    by_layer = keys.keys_at_layers(bundle, layers, lookups)
+    # untruncated, in order, 64 rows a forward: keys.case_keys's way, at every layer at once
+    by_layer = keys.key_batch(bundle, [case for _, case in cases], templates, layers, truncate=False,
+                              share_prefix=False, batch_size=64).keys
     rows = []
     for layer in tqdm(layers, desc=f"{bundle.name} layers", disable=not progress, leave=False):
         C = covariance(bundle, layer=layer, texts=texts, corpus=corpus, n_samples=n_samples, progress=False)
-        per_case = by_layer[layer].reshape(len(cases), len(templates), -1)  # template keys of each case
-        for (group, case), template_keys in zip(cases, per_case):
-            ku, kbar = template_keys[0], template_keys.mean(0)  # kᵘ and k̄, as keys.case_keys
+        for (group, case), k in zip(cases, by_layer[layer]):
             rows.append({"layer": layer, "group": group, "case_id": case.case_id, "subject": case.subject,
-                         "ratio": denominator_ratio(C, ku, kbar),
-                         "cos_ku_kbar": torch.cosine_similarity(ku, kbar, dim=0).item()})
+                         "ratio": denominator_ratio(C, k.unprefixed_key, k.prefixed_key),
+                         "cos_ku_kbar": torch.cosine_similarity(k.unprefixed_key, k.prefixed_key, dim=0).item()})
     return rows
 
 

@@ -9,6 +9,7 @@ blocks are skipped (``blocks_skipped``).
 """
 from __future__ import annotations
 
+import copy
 from contextlib import ExitStack, contextmanager
 
 import torch
@@ -48,6 +49,25 @@ def output_added(module: torch.nn.Module, positions: torch.Tensor, delta: torch.
 
     with forward_hook(module, add):
         yield captured
+
+
+def cache_view(cache, repeat: int = 1):
+    """A key/value cache that a forward can append to without changing ``cache`` (None stays None), each row
+    repeated ``repeat`` times: a prefix run once serves every batch that continues it (keys.py, value_batch.py).
+
+    transformers' dynamic cache layers replace their tensors on every update (``torch.cat``) and on
+    ``batch_repeat_interleave``, never writing into the old ones, so copying the per-layer objects (their public
+    ``layers`` list) is enough and no tensor is copied; an unfamiliar cache class is copied whole."""
+    if cache is None:
+        return None
+    if hasattr(cache, "layers"):
+        view = copy.copy(cache)
+        view.layers = [copy.copy(layer) for layer in cache.layers]
+    else:
+        view = copy.deepcopy(cache)
+    if repeat != 1:
+        view.batch_repeat_interleave(repeat)
+    return view
 
 
 def run_base(bundle: Bundle, batch: Batch, **kwargs):

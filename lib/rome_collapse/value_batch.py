@@ -8,7 +8,6 @@ one request at a time (``values.optimize_values`` uses it; tests/test_engine.py 
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +15,7 @@ import torch
 from .data import EditCase, fill
 from .models import Bundle, get_module
 from .tokens import pad_batch, subject_last_index, token_ids
+from .trace import cache_view
 
 
 @dataclass
@@ -90,23 +90,9 @@ class Split:
 
     def inputs(self) -> dict:
         """Keyword arguments of one forward over these rows (a fresh view of the prefix cache)."""
-        cache = fresh_view(self.prefix_cache)
+        cache = cache_view(self.prefix_cache)
         return {"input_ids": self.suffix_ids, "attention_mask": self.attention_mask,
                 "position_ids": self.position_ids, "cache": cache, "use_cache": cache is not None}
-
-
-def fresh_view(cache):
-    """A cache that a forward can append to without changing ``cache``.
-
-    The dynamic caches concatenate new keys into new tensors and never write into the old ones,
-    so copying the per-layer objects (not their tensors) is enough: no tensor is copied."""
-    if cache is None:
-        return None
-    if not hasattr(cache, "layers"):  # an unfamiliar cache class: copy it whole
-        return copy.deepcopy(cache)
-    view = copy.copy(cache)
-    view.layers = [copy.copy(layer) for layer in cache.layers]
-    return view
 
 
 def split_at_subject(bundle: Bundle, rows: Rows, sel: torch.Tensor) -> Split:

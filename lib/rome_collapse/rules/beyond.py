@@ -14,6 +14,7 @@ import pandas as pd
 from .. import criteria
 from ..claims import Judgement, Verdict
 from ..collapse import COLLAPSE_FACTOR, collapsed
+from ..studies.sequential_results import crossing, crossing_window, measured_rows
 
 
 def _difference(a: float, b: float) -> float:
@@ -161,39 +162,16 @@ def judge_predict_collapse(screens: pd.DataFrame, table: pd.DataFrame, model: st
 # --------------------------------------------------------------------------------------------
 # Notebook 09: sequential editing
 # --------------------------------------------------------------------------------------------
-def _run_rows(steps: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """One run's edits (step > 0) and which of them had perplexity measured. A run measures after its last edit
-    whatever happens, and a measurement of non-finite weights is NaN: so the last edit counts as measured."""
-    rows = steps[steps["step"] > 0].reset_index(drop=True)
-    measured = rows["ppl"].notna()
-    if len(rows):
-        measured.iloc[-1] = True
-    return rows, measured
-
-
-def _first_crossing(rows: pd.DataFrame, measured: pd.Series, factor: float):
-    """Index of the first measured edit with perplexity over ``factor`` × the unedited one (NaN counts as over)."""
-    over = measured & collapsed(rows["ppl_ratio"], factor)
-    return over.idxmax() if over.any() else None
-
-
-def _window(rows: pd.DataFrame, measured: pd.Series, hit: int) -> pd.DataFrame:
-    """The edits since the previous measurement, up to and including edit ``hit``."""
-    before = rows.index[measured & (rows.index < hit)]
-    start = before[-1] + 1 if len(before) else 0
-    return rows.loc[start:hit]
-
-
 def _rome_run(stream: str, rows: pd.DataFrame, measured: pd.Series, factor: float) -> tuple[bool | None, str, str]:
     """(blamed: the first crossing's window holds a subject-first edit that is its largest ‖ΔW‖, None without a
     crossing; the long line; the short line) of one ROME run."""
-    hit, hit2 = _first_crossing(rows, measured, factor), _first_crossing(rows, measured, 2.0)
+    hit, hit2 = crossing(rows, measured, factor), crossing(rows, measured, 2.0)
     if hit is None:
         last = rows.loc[measured, "ppl_ratio"].iloc[-1]
         over2 = f"over 2× at edit {int(rows.step[hit2])}" if hit2 is not None else "within 2×"
         return (None, f"ROME, {stream} stream: no collapse in {len(rows)} edits ({over2}; last {last:.3g}×)",
                 f"ROME {stream}: no collapse in {len(rows)} edits")
-    window = _window(rows, measured, hit)
+    window = crossing_window(rows, measured, hit)
     biggest = window.loc[window["update_norm"].idxmax()]
     firsts = [int(s) for s, first in zip(window["step"], window["subject_first"]) if bool(first)]
     biggest_first = bool(biggest["subject_first"])
@@ -220,16 +198,16 @@ def judge_sequential(steps: pd.DataFrame, model: str, setting: str, factor: floa
     runs = list(steps[steps["setting"] == setting].groupby(["stream", "variant"], sort=False))
     long, short, crome_over, collapses, blamed = [], [], [], [], []
     for (stream, variant), run in runs:
-        rows, measured = _run_rows(run)
+        rows, measured = measured_rows(run)
         if variant == "c-rome":
-            crome_over.append(_first_crossing(rows, measured, factor) is not None)
+            crome_over.append(crossing(rows, measured, factor) is not None)
             worst = rows.loc[measured, "ppl_ratio"].max()
             long.append(f"C-ROME, {stream} stream: at most {worst:.3g}× the unedited perplexity in {len(rows)} edits")
             short.append(f"C-ROME {stream}: ≤ {worst:.2f}× in {len(rows)} edits")
     for (stream, variant), run in runs:
         if variant != "rome":
             continue
-        rows, measured = _run_rows(run)
+        rows, measured = measured_rows(run)
         blame, line, brief = _rome_run(stream, rows, measured, factor)
         long.append(line)
         short.append(brief)

@@ -79,19 +79,45 @@ class SequentialResult:
         return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(StepRow)])
 
     def first_crossing(self, factor: float) -> StepRow | None:
-        """The first edit after which the measured perplexity is over ``factor`` × the unedited one (NaN or
-        infinite counts as over). With ``ppl_every`` > 1 the crossing happened within the edits since the
-        previous measurement (``window``)."""
-        for r in self.rows:
-            if r.ppl_ratio is not None and collapsed(r.ppl_ratio, factor):
-                return r
-        return None
+        """The first edit after which the measured perplexity is over ``factor`` × the unedited one
+        (:func:`crossing`). With ``ppl_every`` > 1 the crossing happened within the edits since the previous
+        measurement (``window``)."""
+        rows, measured = measured_rows(self.to_frame(with_start=False))
+        hit = crossing(rows, measured, factor)
+        return None if hit is None else self.rows[hit]
 
     def window(self, row: StepRow) -> list[StepRow]:
         """The edits since the previous perplexity measurement, up to and including ``row``."""
-        measured = [r.step for r in self.rows if r.ppl is not None and r.step < row.step]
-        start = measured[-1] if measured else 0
-        return [r for r in self.rows if start < r.step <= row.step]
+        rows, measured = measured_rows(self.to_frame(with_start=False))
+        return [self.rows[i] for i in crossing_window(rows, measured, self.rows.index(row)).index]
+
+
+# --------------------------------------------------------------------------------------------
+# A run's table (``to_frame``/``trajectories`` rows of one run): where it first crossed a factor
+# --------------------------------------------------------------------------------------------
+def measured_rows(steps: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """One run's edits (step > 0, indexed from 0) and which of them had perplexity measured. A run measures after
+    its last edit whatever happens, and a measurement of non-finite weights is NaN: so the last edit counts as
+    measured."""
+    rows = steps[steps["step"] > 0].reset_index(drop=True)
+    measured = rows["ppl"].notna()
+    if len(rows):
+        measured.iloc[-1] = True
+    return rows, measured
+
+
+def crossing(rows: pd.DataFrame, measured: pd.Series, factor: float) -> int | None:
+    """Index of the first measured edit with perplexity over ``factor`` × the unedited one (``collapse.collapsed``:
+    NaN or inf count as over), None if none."""
+    over = measured & collapsed(rows["ppl_ratio"].astype(float), factor)
+    return int(over.idxmax()) if over.any() else None
+
+
+def crossing_window(rows: pd.DataFrame, measured: pd.Series, hit: int) -> pd.DataFrame:
+    """The edits since the previous measurement, up to and including edit ``hit``."""
+    before = rows.index[measured & (rows.index < hit)]
+    start = before[-1] + 1 if len(before) else 0
+    return rows.loc[start:hit]
 
 
 def summary(results: list[SequentialResult], factors: tuple[float, ...] = THRESHOLDS) -> pd.DataFrame:

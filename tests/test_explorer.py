@@ -161,6 +161,11 @@ def test_edit_shows_the_update_and_undo_restores_the_weights_bit_for_bit(ex, tin
     assert ex.progress.value == ex.progress.max == 3 and ex.progress_label.value.startswith("v*: ")
     assert not same_weights(tiny, saved) and not ex.undo_button.disabled
     assert "Edits so far" in ex.history.value and len(ex.runs) == 1
+    # the history names both efficacies, with the numbers of the result panel
+    run = ex.runs[0]
+    assert "rewrite accuracy" in ex.history.value and "CounterFact efficacy" in ex.history.value
+    assert render.format_number(run["rewrite_acc_after"]) in ex.history.value
+    assert run["efficacy_after"] in (0, 1) and 0.0 <= run["rewrite_acc_after"] <= 1.0
 
     ex.undo_button.click()
     assert same_weights(tiny, saved) and ex.undo_button.disabled and "Undone" in ex.message.value

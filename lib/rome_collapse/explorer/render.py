@@ -100,9 +100,11 @@ def history_html(runs: list[dict]) -> str:
     num, esc = format_number, escape_text
     rows = [(i + 1, f"{esc(run['case'])} → {esc(run['target_new'])}", run["layer"], run["setting"],
              run["variant"], num(run["ratio"]), num(run["denominator"]), num(run["update_norm"]),
-             f"{num(run['ppl_before'])} → {num(run['ppl_after'])}", int(run["efficacy_after"]),
-             "yes" if run["test_prefix"] else "no") for i, run in enumerate(runs)]
-    header = ("#", "case", "layer", "setting", "variant", "ratio", "denominator", "‖ΔW‖", "ME-PPL", "efficacy",
-              "prefix")
+             f"{num(run['ppl_before'])} → {num(run['ppl_after'])}", num(run["rewrite_acc_after"]),
+             int(run["efficacy_after"]), "yes" if run["test_prefix"] else "no") for i, run in enumerate(runs)]
+    # both efficacies, named as in the result panel: they can disagree (the target's first token the argmax but
+    # not every token, or target_new more likely than target_true without being the argmax)
+    header = ("#", "case", "layer", "setting", "variant", "ratio", "denominator", "‖ΔW‖", "ME-PPL",
+              "rewrite accuracy", "CounterFact efficacy", "prefix")
     return ("<div style='margin-top:10px'><b>Edits so far</b> (each from the unedited model)</div>"
             + html_table(rows, header))

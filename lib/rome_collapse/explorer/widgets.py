@@ -291,5 +291,6 @@ class Explorer:
                           "setting": r.setting, "variant": VARIANT_NAMES[r.variant], "ratio": r.ratio,
                           "denominator": r.denominator, "update_norm": r.update_norm,
                           "ppl_before": before.perplexity, "ppl_after": after.perplexity,
-                          "efficacy_after": after.scores.efficacy, "test_prefix": after.scores.test_prefix})
+                          "rewrite_acc_after": after.rewrite_acc, "efficacy_after": after.scores.efficacy,
+                          "test_prefix": after.scores.test_prefix})
         self.history.value = history_html(self.runs)

@@ -28,7 +28,7 @@ def screens(auc=1.0, refusal=0.0, mild_auc=None, simpler_auc=0.5, collapses=3, h
     return pd.DataFrame(rows)
 
 
-EDITS = pd.DataFrame({"blowup": [500.0, 30.0, float("nan"), 3.0, 1.0], "at_risk": [True, True, True, True, False],
+EDITS = pd.DataFrame({"ppl_ratio": [500.0, 30.0, float("nan"), 3.0, 1.0], "at_risk": [True, True, True, True, False],
                       "group": ["collapse-prone"] * 3 + ["normal"] * 2})
 
 
@@ -90,7 +90,7 @@ def test_roc_note_says_why_the_roc_is_degenerate():
     # the 30× edit lies between the two definitions: they differ, but every sign is perfect at each
     note = beyond.roc_note(perfect, EDITS, DEFINITIONS)
     assert "every sign separates the edits perfectly" in note and "mark the same" not in note
-    same = EDITS.assign(blowup=[500.0, 30.0, float("nan"), 1.5, 1.0])  # no blow-up between 2× and 10×
+    same = EDITS.assign(ppl_ratio=[500.0, 30.0, float("nan"), 1.5, 1.0])  # no blow-up between 2× and 10×
     note = beyond.roc_note(perfect, same, DEFINITIONS)
     assert "mark the same 3 edits" in note and "every collapse-prone (subject-first) edit collapses" in note
     assert beyond.roc_note(screens(simpler_auc=0.7), EDITS, DEFINITIONS) == ""

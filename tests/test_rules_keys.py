@@ -119,7 +119,7 @@ def bos_table(n=4, ratio_with=1.1, ratio_without=0.01, worse_with=0, worse_witho
             rome = crome * (over if case < worse else 1.2)
             for variant, ppl, r in (("rome", rome, ratio), ("c-rome", crome, 1.0)):
                 rows.append({"BOS": label, "variant": variant, "case_id": case, "ratio": r, "ppl_before": unedited,
-                             "ppl_after": ppl, "ppl_factor": ppl / unedited, "collapsed": ppl / unedited > 10})
+                             "ppl_after": ppl, "ppl_ratio": ppl / unedited, "collapsed": ppl / unedited > 10})
     return pd.DataFrame(rows)
 
 
@@ -157,7 +157,7 @@ def test_bos_counts_rome_against_c_rome_not_against_the_unedited_model():
     assert part_of(keys.judge_bos(bos_table(over=10.01), "g", "paper"), "removal-collapses").value == 1
     # 18× the unedited perplexity, but 1.2× C-ROME's: the key adds no damage, so no collapse is counted
     mild = bos_table(worse_without=0, crome_factor=15.0)
-    assert (mild[mild.variant == "rome"].ppl_factor > 10).all()
+    assert (mild[mild.variant == "rome"].ppl_ratio > 10).all()
     assert part_of(keys.judge_bos(mild, "g", "paper"), "removal-collapses").value == 0
     # a ROME edit whose perplexity is not finite counts as worse
     broken = bos_table(worse_with=0)

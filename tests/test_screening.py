@@ -48,7 +48,7 @@ def test_catch_all_threshold_flags_every_positive_and_counts_the_false_alarms():
 def test_screens_orient_each_predictor_and_give_the_threshold_in_its_units():
     import pandas as pd
 
-    table = pd.DataFrame({"blowup": [500.0, 30.0, 3.0, 1.1, 1.0, float("nan")],
+    table = pd.DataFrame({"ppl_ratio": [500.0, 30.0, 3.0, 1.1, 1.0, float("nan")],
                           "ratio": [0.01, 0.05, 0.3, 0.9, 1.0, -0.2],
                           "subject_first_token": [True, True, False, True, False, True],
                           "cos_ku_kbar": [0.1, 0.2, 0.6, 0.9, 0.95, 0.05],

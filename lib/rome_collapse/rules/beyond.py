@@ -86,9 +86,9 @@ def predict_collapse_parts(screens: pd.DataFrame, definitions: dict[str, float])
 
 def roc_note(screens: pd.DataFrame, table: pd.DataFrame, definitions: dict[str, float]) -> str:
     """Why the ROC figure looks as it does, in words ("" when nothing is degenerate). ``table``: one row per
-    ROME edit (blowup, and group where known)."""
+    ROME edit (ppl_ratio, and group where known)."""
     notes = []
-    labels = {d: collapsed(table["blowup"], f) for d, f in definitions.items()}
+    labels = {d: collapsed(table["ppl_ratio"], f) for d, f in definitions.items()}
     names = list(definitions)
     if len(names) > 1 and all((labels[n] == labels[names[0]]).all() for n in names[1:]):
         notes.append(f"the definitions ({', '.join(names)}) mark the same {int(labels[names[0]].sum())} edits as "
@@ -133,12 +133,12 @@ def _answers(parts: dict[str, criteria.PartResult]) -> tuple[str, str]:
 def judge_predict_collapse(screens: pd.DataFrame, table: pd.DataFrame, model: str, setting: str,
                            definitions: dict[str, float]) -> Judgement:
     """Notebook 08: claim ``predict-collapse`` (parts: separates, few-false-refusals, separates-mild,
-    beats-simpler; see :func:`predict_collapse_parts`). ``table``: one row per ROME edit (blowup, at_risk: the
+    beats-simpler; see :func:`predict_collapse_parts`). ``table``: one row per ROME edit (ppl_ratio, at_risk: the
     CLI's default threshold). Why the ROC figure is degenerate, when it is, is :func:`roc_note`."""
     parts = predict_collapse_parts(screens, definitions)
     by = screens.set_index(["collapse", "predictor"])
     strict, mild = strict_and_mild(definitions)
-    at_risk, hit = table["at_risk"].astype(bool), collapsed(table["blowup"], definitions[strict])
+    at_risk, hit = table["at_risk"].astype(bool), collapsed(table["ppl_ratio"], definitions[strict])
 
     def line(d):
         r = by.loc[(d, "ratio")]

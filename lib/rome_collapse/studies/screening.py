@@ -113,12 +113,12 @@ def screen(values, labels, risky: str) -> dict:
 
 def screens(table, definitions: dict[str, float], predictors=PREDICTORS):
     """One row per collapse definition (name → perplexity factor) and predictor: :func:`screen` of the
-    predictor's column of ``table`` against ``table["blowup"]`` above the factor."""
+    predictor's column of ``table`` against ``table["ppl_ratio"]`` above the factor."""
     import pandas as pd
 
     rows = []
     for definition, factor in definitions.items():
-        labels = collapsed(table["blowup"], factor)
+        labels = collapsed(table["ppl_ratio"], factor)
         for p in predictors:
             rows.append({"collapse": definition, "predictor": p.name, **screen(table[p.column], labels, p.risky)})
     return pd.DataFrame(rows)
@@ -131,7 +131,7 @@ def roc_points(table, definitions: dict[str, float], predictors=PREDICTORS):
 
     parts = []
     for definition, factor in definitions.items():
-        labels = collapsed(table["blowup"], factor)
+        labels = collapsed(table["ppl_ratio"], factor)
         if labels.all() or not labels.any():
             continue
         for p in predictors:
@@ -142,14 +142,14 @@ def roc_points(table, definitions: dict[str, float], predictors=PREDICTORS):
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
-def _outcomes(blowup, definitions: dict[str, float]) -> tuple[np.ndarray, list[str]]:
+def _outcomes(ppl_ratio, definitions: dict[str, float]) -> tuple[np.ndarray, list[str]]:
     """Each edit's outcome by the strictest definition its blow-up passes ("harmless" below the mildest), and the
     outcomes from the strictest down."""
     ordered = sorted(definitions, key=definitions.get)
     harmless = f"harmless (≤ {definitions[ordered[0]]:g}×)"
-    out = np.full(len(blowup), harmless, dtype=object)
+    out = np.full(len(ppl_ratio), harmless, dtype=object)
     for name in ordered:
-        out[collapsed(blowup, definitions[name])] = f"blow-up {name}"
+        out[collapsed(ppl_ratio, definitions[name])] = f"blow-up {name}"
     return out, [f"blow-up {n}" for n in ordered[::-1]] + [harmless]
 
 
@@ -158,7 +158,7 @@ def _roc_panels(table, definitions: dict[str, float]) -> list[list[str]]:
     would repeat each other)."""
     groups: dict[tuple, list[str]] = {}
     for name, factor in definitions.items():
-        groups.setdefault(tuple(collapsed(table["blowup"], factor)), []).append(name)
+        groups.setdefault(tuple(collapsed(table["ppl_ratio"], factor)), []).append(name)
     return list(groups.values())
 
 
@@ -167,7 +167,7 @@ def plot_prediction(table, points, found, definitions: dict[str, float], thresho
     negative), coloured by group. Middle: |ratio| of the edits per outcome (the strictest definition each passes),
     with the CLI's threshold (dotted) and the ratio's catch-all threshold at the strictest definition (dashed): the
     gap between the outcomes is what a threshold has to fall in. Right: the ROC curve of every predictor (AUC in the
-    legend), one panel per set of definitions that mark the same edits. ``table`` has blowup, ratio and group;
+    legend), one panel per set of definitions that mark the same edits. ``table`` has ppl_ratio, ratio and group;
     ``points`` is :func:`roc_points`, ``found`` :func:`screens`. Returns the figure."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -175,14 +175,14 @@ def plot_prediction(table, points, found, definitions: dict[str, float], thresho
     panels = _roc_panels(table, definitions)
     fig, axes = plt.subplots(1, 2 + len(panels), figsize=(5.0 * (2 + len(panels)), 4.4), squeeze=False)
     ax = axes[0, 0]
-    blowup = table["blowup"].astype(float)
-    top = float(np.nanmax(blowup[np.isfinite(blowup)])) * 3 if np.isfinite(blowup).any() else 1e6
-    outcome, order = _outcomes(blowup, definitions)
-    shown = table.assign(abs_ratio=table["ratio"].abs(), shown_blowup=blowup.where(np.isfinite(blowup), top),
+    ppl_ratio = table["ppl_ratio"].astype(float)
+    top = float(np.nanmax(ppl_ratio[np.isfinite(ppl_ratio)])) * 3 if np.isfinite(ppl_ratio).any() else 1e6
+    outcome, order = _outcomes(ppl_ratio, definitions)
+    shown = table.assign(abs_ratio=table["ratio"].abs(), shown_ratio=ppl_ratio.where(np.isfinite(ppl_ratio), top),
                          sign=np.where(table["ratio"] < 0, "ratio < 0", "ratio ≥ 0"), outcome=outcome)
     markers = {"ratio ≥ 0": "o", "ratio < 0": "X"}
     palette = dict(zip(dict.fromkeys(shown["group"]), sns.color_palette()))
-    sns.scatterplot(data=shown, x="abs_ratio", y="shown_blowup", hue="group", palette=palette, style="sign",
+    sns.scatterplot(data=shown, x="abs_ratio", y="shown_ratio", hue="group", palette=palette, style="sign",
                     style_order=list(markers), markers=markers, s=45, ax=ax)
     for name, factor in definitions.items():
         ax.axhline(factor, color="grey", ls="--", lw=0.8)

@@ -227,6 +227,18 @@ def test_explorer_in_jupyterlab(lab):
             explorer.screenshot(path=str(SCREENSHOT))
             assert SCREENSHOT.stat().st_size > 10_000
 
+            # the history's last column is brought into view by scrolling the table alone, not the whole explorer
+            history = explorer.locator(".rc-history-table")
+            last = history.locator("th").filter(has_text="prefix")
+            last.scroll_into_view_if_needed()
+            box, frame = last.bounding_box(), explorer.bounding_box()
+            assert frame["x"] <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1, (box, frame)
+            assert explorer.evaluate("e => e.scrollLeft") == 0
+            history.screenshot(path=str(SCREENSHOT.with_name("07_explorer_history.png")))
+            history_text = history.inner_text()
+            for shown in ("rewrite accuracy", "CounterFact efficacy", "prefix"):
+                assert shown in history_text, shown
+
             explorer.locator(".rc-undo-button").click()
             explorer.locator(".rc-message").filter(has_text="Undone").wait_for(timeout=60 * SECOND)
             assert explorer.locator(".rc-undo-button").is_disabled()

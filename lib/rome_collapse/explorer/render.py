@@ -107,4 +107,4 @@ def history_html(runs: list[dict]) -> str:
     header = ("#", "case", "layer", "setting", "variant", "ratio", "denominator", "‖ΔW‖", "ME-PPL",
               "rewrite accuracy", "CounterFact efficacy", "prefix")
     return ("<div style='margin-top:10px'><b>Edits so far</b> (each from the unedited model)</div>"
-            + html_table(rows, header))
+            f"<div class='rc-history-table'>{html_table(rows, header)}</div>")

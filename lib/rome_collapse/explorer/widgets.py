@@ -74,7 +74,9 @@ class Explorer:
         self.undo_button = w.Button(description="Undo", icon="undo", disabled=True)
         self.progress = w.IntProgress(description="v*", min=0, max=1, layout=w.Layout(visibility="hidden"))
         self.progress_label = w.Label()
-        self.message, self.risk, self.result, self.history = w.HTML(), w.HTML(), w.HTML(), w.HTML()
+        self.message, self.risk, self.result = w.HTML(), w.HTML(), w.HTML()
+        # the history's twelve columns are wider than a narrow notebook: the table scrolls, not the whole explorer
+        self.history = w.HTML(layout=w.Layout(max_width="100%", overflow="auto"))
         self.log = w.Output(layout=w.Layout(max_height="8em", overflow="auto"))  # libraries' bars and warnings
         for widget, name in ((self.model, "model"), (self.setting, "setting"), (self.variant, "variant"),
                              (self.case, "case"), (self.prompt, "prompt"), (self.subject, "subject"),

@@ -192,6 +192,16 @@ def test_first_crossing_follows_the_collapse_rule():
                                       10.0, rows)
     assert res.first_crossing(10).step == 2 and res.first_crossing(9.99).step == 1
 
+
+def test_an_unfinished_run_does_not_cross_at_an_unmeasured_last_edit():
+    """A run read back before its last measurement: its last row has no perplexity yet, and is not a crossing."""
+    rows = [sequential.StepRow("normal", "rome", "paper", i, str(i), "normal", False, "s", "t", 1.0, 1.0, 1.0, 1.0,
+                               1.0, 1, 0.0, 1.0, ppl=p, ppl_ratio=None if p is None else p / 10.0)
+            for i, p in [(1, 12.0), (2, None)]]
+    res = sequential.SequentialResult(sequential.Stream("normal", (None,) * 4, ("normal",) * 4, 0), "rome", "paper",
+                                      10.0, rows)
+    assert not res.finished and res.first_crossing(10) is None and res.first_crossing(1.1).step == 1
+
 def test_a_truncated_state_is_not_trusted(paper, setup, cache):
     templates, stream, texts = setup
     one = (templates, dataclasses.replace(stream, cases=stream.cases[:1], groups=stream.groups[:1]), texts)

@@ -82,14 +82,20 @@ class SequentialResult:
         """The first edit after which the measured perplexity is over ``factor`` × the unedited one
         (:func:`crossing`). With ``ppl_every`` > 1 the crossing happened within the edits since the previous
         measurement (``window``)."""
-        rows, measured = measured_rows(self.to_frame(with_start=False))
+        rows, measured = self._measured()
         hit = crossing(rows, measured, factor)
         return None if hit is None else self.rows[hit]
 
     def window(self, row: StepRow) -> list[StepRow]:
         """The edits since the previous perplexity measurement, up to and including ``row``."""
-        rows, measured = measured_rows(self.to_frame(with_start=False))
+        rows, measured = self._measured()
         return [self.rows[i] for i in crossing_window(rows, measured, self.rows.index(row)).index]
+
+    def _measured(self) -> tuple[pd.DataFrame, pd.Series]:
+        """The rows as a table and which were measured. The rows themselves tell (``ppl`` None: not measured; NaN:
+        measured on non-finite weights), so a run read back before its last measurement is not taken as crossing
+        at its last edit, as :func:`measured_rows` must assume for a table."""
+        return self.to_frame(with_start=False), pd.Series([r.ppl is not None for r in self.rows], dtype=bool)
 
 
 # --------------------------------------------------------------------------------------------

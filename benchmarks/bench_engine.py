@@ -140,7 +140,7 @@ def main() -> None:
     layer, device = bundle.hparams.layer, bundle.device
     texts = data.statistics_corpus(args.stats_texts)
     templates = keys.context_templates(bundle, seed=0, cache=not args.random_gpt2_xl)
-    C = stats.covariance(bundle)  # the bundle's setting (the paper's by default: C = I)
+    C = stats.covariance(bundle, "paper")  # the paper's setting: C = I
 
     # Statistics: the engine's truncated, length-sorted batches against full forwards.
     (engine_C, n_tokens), engine_stats_s = timed(device, lambda: stats.compute_second_moment(bundle, layer, texts, progress=False))
@@ -161,7 +161,7 @@ def main() -> None:
               flush=True)
 
     summary = {
-        "model": bundle.name, "device": str(device), "layer": layer, "setting": bundle.setting,
+        "model": bundle.name, "device": str(device), "layer": layer, "setting": C.setting,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"
                    + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
         "stats_tokens": n_tokens,

@@ -20,18 +20,20 @@ def test_verdict_rejects_unknown_claim_bad_verdict_and_empty_measurement():
         claims.Verdict("bos", "m", "  ", "holds")
     with pytest.raises(ValueError, match="claim 'bos': setting 'memit'"):
         claims.Verdict("bos", "m", "x", "holds", setting="memit")
+    with pytest.raises(ValueError, match="claim 'bos': setting 'rome'"):  # "rome" is a variant, not a setting
+        claims.Verdict("bos", "m", "x", "holds", setting="rome")
 
 
 def test_save_and_load_round_trip(claims_home):
-    found = [claims.Verdict("denominator", "smol", "ratio 0.01 vs 0.9", "holds", "rome"),
-             claims.Verdict("rome-collapses", "smol", "3/12 | over 10×", "holds in part", "rome"),
+    found = [claims.Verdict("denominator", "smol", "ratio 0.01 vs 0.9", "holds", "original"),
+             claims.Verdict("rome-collapses", "smol", "3/12 | over 10×", "holds in part", "original"),
              claims.Verdict("rome-collapses", "smol", "12/12 over 10×", "holds", "paper")]
     path = claims.save(found, "01_denominators", "smol", profile="smoke")
     assert path == claims_home / "smoke" / "claims" / "01_denominators_smol.csv"
     table = claims.load("smoke")
     assert list(table["claim_id"]) == ["denominator", "rome-collapses", "rome-collapses"]
     assert list(table["verdict"]) == ["holds", "holds in part", "holds"]
-    assert list(table["setting"]) == ["rome", "rome", "paper"]
+    assert list(table["setting"]) == ["original", "original", "paper"]
     assert table["measured"].iloc[1] == "3/12 | over 10×"
     assert claims.load("full").empty  # profiles are kept apart
 
@@ -67,18 +69,18 @@ def test_overview_has_every_claim_in_order_and_blank_cells_where_not_judged():
 
 def test_overview_has_a_row_per_setting_that_judged_a_claim():
     verdicts = pd.DataFrame([
-        {"claim_id": "rome-collapses", "model": "smol", "measured": "3/12", "verdict": "holds in part", "setting": "rome"},
+        {"claim_id": "rome-collapses", "model": "smol", "measured": "3/12", "verdict": "holds in part", "setting": "original"},
         {"claim_id": "rome-collapses", "model": "smol", "measured": "12/12", "verdict": "holds", "setting": "paper"},
         {"claim_id": "key-mismatch", "model": "smol", "measured": "cos 0.05", "verdict": "holds", "setting": "any"}])
     table = claims.overview(verdicts, ["smol"])
     rows = table[table["claim_id"] == "rome-collapses"]
-    assert list(rows["setting"]) == ["paper", "rome"]  # the paper's setting first
+    assert list(rows["setting"]) == ["paper", "original"]  # the paper's setting first
     assert list(rows["smol"]) == ["holds: 12/12", "holds in part: 3/12"]
     assert table.loc[table["claim_id"] == "key-mismatch", "setting"].tolist() == ["any"]
     assert len(table) == len(claims.CLAIMS) + 1
     grid = claims.verdict_grid(verdicts, ["smol"])
     assert grid.loc[("rome-collapses", "paper", "curated"), "smol"] == "holds"
-    assert grid.loc[("rome-collapses", "rome", "curated"), "smol"] == "holds in part"
+    assert grid.loc[("rome-collapses", "original", "curated"), "smol"] == "holds in part"
 
 
 def test_overview_has_a_row_per_data_after_the_curated_one():

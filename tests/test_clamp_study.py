@@ -63,7 +63,7 @@ def test_prefixed_start_is_the_mean_output_and_c_rome_adds_exactly_delta(tiny, s
         assert not torch.allclose(value.target_init, layer_output(tiny, ck.unprefixed_key), atol=1e-3)
         assert value.clamp_bound == pytest.approx(tiny.hparams.clamp_norm_factor * layer_output(tiny, ck.prefixed_key).norm().item(),
                                                   rel=1e-4)
-        edit = rome.make_edit(tiny.with_setting("paper"), case, value, ck, second_moment, "c-rome")
+        edit = rome.make_edit(tiny, case, value, ck, second_moment, "c-rome")
         # C-ROME's numerator v* − (W k̄ + b) is δ itself: the edit writes at k̄ exactly what was optimised
         assert edit.report.numerator_norm == pytest.approx(value.delta.norm().item(), rel=1e-4)
 
@@ -116,20 +116,20 @@ def test_cached_values_keep_their_options(tiny, setup, tmp_path, monkeypatch):
     default = values_for(tiny, CASES[:1], templates, progress=False)[0]  # not the prefixed-start entry
     assert len(list(tmp_path.rglob("*.safetensors"))) == 2
     assert torch.allclose(default.target_init, layer_output(tiny, case_keys[0].unprefixed_key), atol=1e-5)
-    edits = rome.compute_edits(tiny.with_setting("paper"), CASES[:1], templates,
-                               stats.covariance(tiny.with_setting("paper")), ("c-rome",), progress=False,
+    edits = rome.compute_edits(tiny, CASES[:1], templates,
+                               stats.covariance(tiny), ("c-rome",), progress=False,
                                value_options=PREFIXED_START)
     assert torch.equal(edits["c-rome"][0].value.v_star, first.v_star)
 
 
 def test_study_table(tiny, setup):
     templates, _ = setup
-    bundle = tiny.with_setting("paper")
+    bundle = tiny
     variants = [clamp_study.VALUE_VARIANTS[0], clamp_study.VALUE_VARIANTS[-1]]
     texts = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital and largest city of France."]
     before = bundle.weight(1).detach().clone()
-    study = clamp_study.run_study({"paper": bundle}, CASES[:1], {"paris": "collapse-prone"}, templates,
-                                  {"paper": stats.covariance(bundle)}, texts, templates[1:3], variants, progress=False)
+    study = clamp_study.run_study(bundle, CASES[:1], {"paris": "collapse-prone"}, templates,
+                                  [stats.covariance(bundle, "paper")], texts, templates[1:3], variants, progress=False)
     assert list(study["variant"]) == [v.name for v in variants]
     for column in ("rewrite_acc", "rewrite_acc_prefix", "rephrase_acc", "locality_acc", "cf_efficacy", "ppl_ratio",
                    "target_prob", "delta_norm", "clamp_bound", "steps", "collapsed"):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rome_collapse import cli, models
+from rome_collapse import cli, models, stats
 from rome_collapse.config import repo_root
 from rome_collapse.easyedit_hparams import IGNORED_KEYS, HParamsFileError, parse, read
 
@@ -46,9 +46,11 @@ def test_llama_7b_file_reads_as_published():
 
 @pytest.mark.parametrize("stem", sorted(AUTHORS_FILES))
 def test_authors_files_match_the_published_settings_here(stem):
-    """Every value the authors' file sets equals this library's own entry for that model in the paper setting."""
+    """Every value the authors' file sets equals this library's own entry for that model, and it names the paper
+    setting (no C⁻¹)."""
     got = read(authors_file(stem))
-    published = models.hparams_for(AUTHORS_FILES[stem], setting=got.setting)
+    assert got.setting == "paper"
+    published = models.hparams_for(AUTHORS_FILES[stem])
     assert published.replace(**got.changes) == published
     assert set(got.changes) == {"layer", "v_num_grad_steps", "v_lr", "v_weight_decay", "clamp_norm_factor",
                                 "kl_factor", "context_template_length_params", "mom2_n_samples"}
@@ -69,7 +71,7 @@ def test_scientific_notation_and_flags(tmp_path):
                                "mom2_adjustment: true\nif_c_rome: true\nif_prefix: true\n"))
     assert got.changes == {"v_lr": 0.5, "mom2_n_samples": 100000, "kl_factor": 0.0625}
     assert isinstance(got.changes["mom2_n_samples"], int)
-    assert (got.setting, got.variant, got.test_prefix) == ("rome", "c-rome", True)
+    assert (got.setting, got.variant, got.test_prefix) == ("original", "c-rome", True)
     assert (parse({}).setting, parse({}).variant, parse({}).test_prefix) == (None, None, None)  # the file is silent
 
 
@@ -108,16 +110,16 @@ def test_cli_flags_win_over_the_file():
     file = parse({"mom2_adjustment": True, "if_c_rome": True, "if_prefix": True})
     from_file = edit_args("--hparams", "f.yaml")
     cli.resolve_defaults(from_file, file)
-    assert (from_file.setting, from_file.variant, from_file.test_prefix) == ("rome", "c-rome", True)
+    assert (from_file.setting, from_file.variant, from_file.test_prefix) == ("original", "c-rome", True)
     flags = edit_args("--hparams", "f.yaml", "--setting", "paper", "--variant", "rome", "--no-test-prefix")
     cli.resolve_defaults(flags, file)
     assert (flags.setting, flags.variant, flags.test_prefix) == ("paper", "rome", False)
     bare = edit_args()
     cli.resolve_defaults(bare, None)
-    assert (bare.setting, bare.variant, bare.test_prefix) == (models.DEFAULT_SETTING, "rome", False)
+    assert (bare.setting, bare.variant, bare.test_prefix) == (stats.DEFAULT_SETTING, "rome", False)
     risk = cli._parser().parse_args(["risk", "--prompt", "{} is", "--subject", "X"])
     cli.resolve_defaults(risk, file)
-    assert risk.setting == "rome" and not hasattr(risk, "variant")
+    assert risk.setting == "original" and not hasattr(risk, "variant")
 
 
 def test_cli_bad_file_exits_2_naming_it(tmp_path, capsys):
@@ -129,13 +131,11 @@ def test_cli_bad_file_exits_2_naming_it(tmp_path, capsys):
 
 
 @pytest.mark.model
-def test_missing_keys_take_the_model_defaults_and_setting_wins(tmp_path):
+def test_missing_keys_take_the_model_defaults_and_the_setting_stays_with_the_c(tmp_path):
     path = write(tmp_path, "layers: [4]\nv_lr: 1e-1\nmom2_adjustment: true\n")
     bundle = models.load_model("smollm2-135m", device="cpu", hparams=path)
-    assert bundle.hparams == models.hparams_for("smollm2-135m", setting="rome").replace(layer=4, v_lr=0.1)
-    assert bundle.setting == "rome"
-    explicit = models.load_model("smollm2-135m", device="cpu", hparams=path, setting="paper")
-    assert explicit.setting == "paper" and explicit.hparams.layer == 4
+    assert bundle.hparams == models.hparams_for("smollm2-135m").replace(layer=4, v_lr=0.1)
+    assert read(path).setting == "original"  # the C its edits are given: stats.covariance(bundle, "original")
 
 
 @pytest.mark.model

@@ -253,10 +253,10 @@ def well_conditioned_c(d, seed=0):
     return stats.SecondMoment(a @ a.T / d + torch.eye(d, dtype=torch.float64), 1, {"mom2_adjustment": True})
 
 
-@pytest.mark.parametrize("setting", ["paper", "rome"])
+@pytest.mark.parametrize("setting", ["paper", "original"])
 @pytest.mark.parametrize("variant", rome.VARIANTS)
 def test_gpt2_conv1d_edit_lands_in_the_output_space_and_restores_bitwise(tiny_gpt2, setting, variant):
-    bundle = tiny_gpt2.with_setting(setting)
+    bundle = tiny_gpt2
     down = bundle.down_proj(1)
     assert bundle.spec.transposed_weight and tuple(down.weight.shape) == (128, 32)  # Conv1D: (in, out)
     second_moment = stats.SecondMoment.identity() if setting == "paper" else well_conditioned_c(128)
@@ -282,7 +282,7 @@ def test_gpt2_through_v_star_statistics_the_update_and_perplexity(tiny_gpt2, cur
     projection's inputs, the rank-one update makes the edited model write v* and say target_new likelier, perplexity
     is exp of the model's own mean NLL and moves with the edit, and the weights come back bit for bit. ROME's clamp is
     lifted (the random model's ‖W kᵘ + b‖ is small, as in test_half_precision) so that v* moves the loss."""
-    bundle = tiny_gpt2.with_setting("rome").with_hparams(v_num_grad_steps=10, clamp_norm_factor=1e4, v_weight_decay=0.0)
+    bundle = tiny_gpt2.with_hparams(v_num_grad_steps=10, clamp_norm_factor=1e4, v_weight_decay=0.0)
     down, case = bundle.down_proj(1), LATER
     ck = keys.case_keys(bundle, case.prompt, case.subject, FEW_TEMPLATES)
     start = optimize_values(bundle.with_hparams(v_num_grad_steps=1), [case], FEW_TEMPLATES)[0]  # the loss at δ = 0
@@ -328,7 +328,7 @@ def test_gpt2_through_v_star_statistics_the_update_and_perplexity(tiny_gpt2, cur
 def test_numerator_is_v_star_minus_the_layers_output_at_the_variants_key(request, bundle_name):
     """ROME's numerator is v* − W kᵘ − b and C-ROME's v* − W k̄ − b: W k + b read from the layer's own forward
     (Llama: no bias; GPT-2: Conv1D with a bias)."""
-    bundle = request.getfixturevalue(bundle_name).with_setting("paper")
+    bundle = request.getfixturevalue(bundle_name)
     down = copy.deepcopy(bundle.down_proj(bundle.hparams.layer)).double()  # its forward in float64
     ck = keys.case_keys(bundle, FIRST.prompt, FIRST.subject, FEW_TEMPLATES)
     # v* a tenth of ‖W(kᵘ − k̄)‖ away from W kᵘ + b: ROME's numerator is that tenth, C-ROME's about ‖W(kᵘ − k̄)‖

@@ -121,7 +121,7 @@ def test_risk_shows_the_ratio_and_the_first_token_flag(ex, tiny, curated):
     ex.case.value = ex._label(case)  # picking a curated case fills the inputs and checks at once
     assert (ex.prompt.value, ex.subject.value, ex.target_new.value) == (case.prompt, case.subject, case.target_new)
     report = ex.last_risk
-    paper = tiny.with_setting("paper")  # the explorer's default setting
+    paper = tiny  # the explorer's default setting
     expected = rome.collapse_risk(paper, case, keys.context_templates(paper), stats.SecondMoment.identity())
     assert report.ratio == pytest.approx(expected.ratio) and report.setting == "paper"
     assert report.subject_first_token is True and subject_is_first_token(tiny, case.prompt, case.subject)
@@ -137,11 +137,13 @@ def test_risk_follows_the_layer_slider_and_the_setting(ex, tiny, monkeypatch):
     type_case(ex, "{}'s capital city is", "Germany")
     ex.layer.value = 2
     assert "layer 2" in ex.risk.value
-    C = stats.second_moment(tiny.with_setting("rome"), layer=2, texts=TEXTS, cache=False, progress=False)
+    C = stats.second_moment(tiny, layer=2, texts=TEXTS, cache=False, progress=False)
     monkeypatch.setattr(stats, "covariance",  # C over a few texts, not the profile's 1,000
-                        lambda bundle, **kw: C if bundle.hparams.mom2_adjustment else stats.SecondMoment.identity())
-    ex.setting.value = "rome"
-    assert ex.last_risk.setting == "rome" and "setting <b>rome: left vector C⁻¹k̄" in ex.risk.value
+                        lambda bundle, setting, **kw: C if setting == "original" else stats.SecondMoment.identity())
+    ex.setting.value = "original"
+    assert ex.last_risk.setting == "original" and "setting <b>original: left vector C⁻¹k̄" in ex.risk.value
+    assert ex.last_risk.ratio == pytest.approx(rome.collapse_risk(
+        tiny.with_hparams(layer=2), ex.read_inputs(need_targets=False), ex.templates(), C).ratio)
 
 
 # ---- editing and undoing ------------------------------------------------------------------
@@ -173,7 +175,7 @@ def test_edit_shows_the_update_and_undo_restores_the_weights_bit_for_bit(ex, tin
 
 
 def test_rome_edit_reports_each_step_of_v_star(tiny, curated):
-    paper = tiny.with_setting("paper").with_hparams(v_num_grad_steps=3)
+    paper = tiny.with_hparams(v_num_grad_steps=3)
     steps = []
     edit = rome.edit(paper, curated[1], keys.context_templates(paper), stats.SecondMoment.identity(), cache=False,
                      on_step=steps.append)

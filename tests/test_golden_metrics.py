@@ -47,7 +47,7 @@ def golden():
 @pytest.fixture(scope="module")
 def golden_bundle(golden, smol):
     hp = golden["hparams"]
-    return smol.with_setting("paper").with_hparams(
+    return smol.with_hparams(
         layer=golden["layer"], v_num_grad_steps=hp["v_num_grad_steps"], v_lr=hp["v_lr"],
         v_weight_decay=hp["v_weight_decay"], clamp_norm_factor=hp["clamp_norm_factor"], kl_factor=hp["kl_factor"])
 

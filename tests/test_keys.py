@@ -65,8 +65,9 @@ def test_keys_at_every_layer_equal_the_keys_read_one_layer_at_a_time(tiny):
 
 
 def test_denominator_ratios_across_layers_read_the_same_keys_as_an_edit(tiny):
-    paper = tiny.with_setting("paper")
-    rows = representations.denominator_ratios(paper, {"g": CASES}, TEMPLATES, [0, 1], n_samples=4, progress=False)
+    paper = tiny
+    rows = representations.denominator_ratios(paper, {"g": CASES}, TEMPLATES, [0, 1], n_samples=4, setting="paper",
+                                              progress=False)
     assert len(rows) == 2 * len(CASES)
     for row in rows:
         case = next(c for c in CASES if c.case_id == row["case_id"])

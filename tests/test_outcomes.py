@@ -10,10 +10,12 @@ from rome_collapse import keys, outcomes, rome, stats
 from rome_collapse.data import EditCase
 
 
-def _edit(case_id, variant, denominator, numerator=1.0):
-    """An edit as saved_edits sees it: its case and its update's anatomy (ratio and ‖ΔW‖ follow the others)."""
+def _edit(case_id, variant, denominator, numerator=1.0, setting="paper"):
+    """An edit as saved_edits sees it: its case, its setting and its update's anatomy (ratio and ‖ΔW‖ follow the
+    others)."""
     return SimpleNamespace(case=SimpleNamespace(case_id=case_id),
-                           report=SimpleNamespace(variant=variant, denominator=denominator, numerator_norm=numerator,
+                           report=SimpleNamespace(variant=variant, setting=setting, denominator=denominator,
+                                                  numerator_norm=numerator,
                                                   ratio=denominator / 4, update_norm=numerator / denominator))
 
 
@@ -32,21 +34,23 @@ def test_group_stats_flat_columns():
 
 def test_saved_edits_matches_only_the_same_edits(tmp_path):
     path = tmp_path / "edits.csv"
-    assert outcomes.saved_edits(path, {"rome": [_edit(1, "rome", 0.5)]}, "paper") is None  # no file
+    assert outcomes.saved_edits(path, {"rome": [_edit(1, "rome", 0.5)]}) is None  # no file
     pd.DataFrame({"case_id": [1, 2, 1, 1], "variant": ["rome", "rome", "c-rome", "rome"],
-                  **_anatomy([0.5, 2.0, 3.0, 0.5]), "setting": ["paper", "paper", "paper", "rome"],
+                  **_anatomy([0.5, 2.0, 3.0, 0.5]), "setting": ["paper", "paper", "paper", "original"],
                   "ppl_before": [9.0, 9.0, 9.0, 8.0], "ppl_after": [10.0, 11.0, 12.0, 99.0]}).to_csv(path, index=False)
     edits = {"rome": [_edit(1, "rome", 0.5)], "c-rome": [_edit(1, "c-rome", 3.0)]}
-    table = outcomes.saved_edits(path, edits, "paper")
+    table = outcomes.saved_edits(path, edits)
     assert table is not None and list(table["ppl_after"]) == [10.0, 12.0]  # the other setting's row is not read
-    assert outcomes.saved_edits(path, edits, "rome") is None  # no c-rome row in that setting
-    assert outcomes.saved_edits(path, {"rome": [_edit(1, "rome", 0.6)]}, "paper") is None  # other denominator
+    original = {v: [_edit(1, v, d, setting="original")] for v, d in (("rome", 0.5), ("c-rome", 3.0))}
+    assert outcomes.saved_edits(path, original) is None  # no c-rome row in that setting
+    assert list(outcomes.saved_edits(path, {"rome": original["rome"]})["ppl_after"]) == [99.0]  # its own row
+    assert outcomes.saved_edits(path, {"rome": [_edit(1, "rome", 0.6)]}) is None  # other denominator
     # the same keys and C with another v*: only the numerator (and ΔW) differ, by as little as float noise
-    assert outcomes.saved_edits(path, {"rome": [_edit(1, "rome", 0.5, 1.0 + 1e-7)]}, "paper") is None
-    assert outcomes.saved_edits(path, {"rome": [_edit(3, "rome", 0.5)]}, "paper") is None  # case not in the table
+    assert outcomes.saved_edits(path, {"rome": [_edit(1, "rome", 0.5, 1.0 + 1e-7)]}) is None
+    assert outcomes.saved_edits(path, {"rome": [_edit(3, "rome", 0.5)]}) is None  # case not in the table
     # the perplexity before editing must agree too (other texts, other model)
-    assert outcomes.saved_edits(path, edits, "paper", ppl_before=9.0) is not None
-    assert outcomes.saved_edits(path, edits, "paper", ppl_before=9.5) is None
+    assert outcomes.saved_edits(path, edits, ppl_before=9.0) is not None
+    assert outcomes.saved_edits(path, edits, ppl_before=9.5) is None
 
 
 def test_saved_edits_follows_the_order_of_the_edits_and_looks_where_asked():
@@ -54,11 +58,11 @@ def test_saved_edits_follows_the_order_of_the_edits_and_looks_where_asked():
                           **_anatomy([1.0, 2.0, 5.0, 6.0]), "ppl_after": [10.0, 20.0, 50.0, 60.0],
                           "BOS": ["with", "with", "without", "without"]})
     edits = {"rome": [_edit("b", "rome", 2.0), _edit("a", "rome", 1.0)]}
-    assert outcomes.saved_edits(table, edits, "paper") is None  # each edit twice: ambiguous
-    found = outcomes.saved_edits(table, edits, "paper", where={"BOS": "with"})
+    assert outcomes.saved_edits(table, edits) is None  # each edit twice: ambiguous
+    found = outcomes.saved_edits(table, edits, where={"BOS": "with"})
     assert list(found["ppl_after"]) == [20.0, 10.0]
-    assert outcomes.saved_edits(table, edits, "paper", where={"BOS": "without"}) is None  # other denominators
-    assert outcomes.saved_edits(table, edits, "paper", where={"other": 1}) is None  # no such column
+    assert outcomes.saved_edits(table, edits, where={"BOS": "without"}) is None  # other denominators
+    assert outcomes.saved_edits(table, edits, where={"other": 1}) is None  # no such column
 
 
 def test_an_outcome_survives_a_csv_round_trip(tmp_path):
@@ -81,7 +85,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital a
 
 def test_measure_edit_is_measure_edits_of_one_edit(tiny, monkeypatch, tmp_path):
     monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path))
-    bundle = tiny.with_setting("paper")
+    bundle = tiny
     templates = keys.context_templates(bundle, seed=0, cache=False)
     edit = rome.edit(bundle, PARIS, templates, stats.covariance(bundle))
     weight = bundle.weight(edit.layer).clone()

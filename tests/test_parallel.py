@@ -51,7 +51,7 @@ def test_an_error_in_a_worker_is_raised(tiny):
 
 
 def test_values_and_measured_edits_on_two_workers_equal_one(tiny, curated):
-    tiny = tiny.with_setting("paper")  # C = I: no statistics needed
+    tiny = tiny  # C = I: no statistics needed
     cases = curated[:5]
     templates = ["{}", "The weather is nice. {}", "I went home. {}"]
     one = values.values_for(tiny, cases, templates, cache=False, progress=False, batch_size=2)
@@ -80,7 +80,7 @@ def test_second_moment_on_two_workers_equals_one(tiny):
 
 
 def test_perplexity_with_the_lower_blocks_run_once_is_the_same_to_the_bit(tiny, curated):
-    tiny = tiny.with_setting("paper")
+    tiny = tiny
     texts = data.meppl("50")[:6]
     edit = rome.compute_edits(tiny, curated[:1], ["{}", "I went home. {}"], stats.SecondMoment.identity(),
                               ("rome",), cache=False, progress=False)["rome"][0]

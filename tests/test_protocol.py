@@ -21,7 +21,7 @@ def cache_home(tmp_path, monkeypatch):
 
 
 def test_the_screen_is_cached_and_the_threshold_applied_after_reading(tiny, cache_home, monkeypatch):
-    tiny = tiny.with_setting("paper")
+    tiny = tiny
     identity = stats.SecondMoment.identity()
     first = protocol.scan_records(tiny, CASES, TEMPLATES, identity, {1: "edit", 2: "edit", 3: "train"},
                                   threshold=0.1, progress=False)
@@ -43,7 +43,7 @@ def test_the_screen_is_cached_and_the_threshold_applied_after_reading(tiny, cach
 
 
 def test_a_parallel_screen_gives_the_rows_of_a_serial_one(tiny, cache_home, monkeypatch):
-    tiny = tiny.with_setting("paper")
+    tiny = tiny
     monkeypatch.setattr(protocol, "_PART", 1)  # one record per work item: three items on two threads
     identity = stats.SecondMoment.identity()
     serial = protocol.scan_records(tiny, CASES, TEMPLATES, identity, use_cache=False, progress=False)

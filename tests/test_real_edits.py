@@ -13,11 +13,10 @@ DARRIEUX = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux
                     neighborhood_prompts=("The mother tongue of Léon Blum is",))
 
 
-@pytest.fixture(params=["paper", "rome"])
+@pytest.fixture(params=["paper", "original"])
 def smol_setting(request, smol, smol_stats):
-    """The default model in each setting, with what its update divides by (the identity or C)."""
-    bundle = smol.with_setting(request.param)
-    return bundle, smol_stats if request.param == "rome" else stats.covariance(bundle)
+    """The default model with what its update divides by in each setting (the identity or C)."""
+    return smol, smol_stats if request.param == "original" else stats.covariance(smol, "paper")
 
 
 @pytest.mark.model
@@ -42,7 +41,7 @@ def test_first_token_subject_has_tiny_denominator_ratio(smol_setting, smol_templ
     after_words = EditCase("paris-late", "The city of {} is located in the country of", "Paris", "Italy", "France")
     risk_first = rome.collapse_risk(smol, first, smol_templates, covariance)
     risk_after = rome.collapse_risk(smol, after_words, smol_templates, covariance)
-    assert risk_first.setting == risk_after.setting == smol.setting
+    assert risk_first.setting == risk_after.setting == covariance.setting
     assert risk_first.subject_first_token and not risk_after.subject_first_token
     assert risk_first.ratio < 0.1 < risk_after.ratio
     assert risk_first.at_risk and not risk_after.at_risk
@@ -56,10 +55,10 @@ def run_cli(*args):
 def test_cli_edit_prints_one_json_object():
     out = run_cli("edit", "--model", "smollm2-135m", "--prompt", "The mother tongue of {} is",
                   "--subject", "Danielle Darrieux", "--target-new", "English", "--target-true", "French",
-                  "--variant", "c-rome", "--profile", "smoke", "--setting", "rome", "--json")
+                  "--variant", "c-rome", "--profile", "smoke", "--setting", "original", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["setting"] == "rome" and result["model"] == "smollm2-135m"
+    assert result["setting"] == "original" and result["model"] == "smollm2-135m"
     for key in ("variant", "numerator_norm", "denominator", "ratio", "update_norm", "ppl_before", "ppl_after",
                 "rewrite_acc", "rephrase_acc", "locality_acc", "rewrite_acc_prefix", "cf_efficacy"):
         assert key in result

@@ -72,7 +72,7 @@ def test_statistics_equal_the_full_forward_reference(tiny):
 def test_delta_w_equals_the_reference(tiny, setup, variant, with_covariance):
     templates, engine_values = setup
     layer = tiny.hparams.layer
-    bundle = tiny.with_setting("rome" if with_covariance else "paper")
+    bundle = tiny
     C = stats.SecondMoment(reference.second_moment(tiny, layer, TEXTS)[0], 0, {}) if with_covariance \
         else stats.SecondMoment.identity()
     for case, value in zip(CASES, engine_values):

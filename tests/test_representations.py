@@ -100,7 +100,8 @@ def test_denominator_ratios_match_the_ratio_at_each_layer(tiny, tmp_path, monkey
     templates = ["{}", "Some words here. {}", "Another short text. {}"]
     texts = TEXTS * 4
     rows = representations.denominator_ratios(tiny, {"collapse-prone": [first], "normal": [late]}, templates, [0, 2],
-                                              n_samples=len(texts), texts=texts, corpus="tiny-test", progress=False)
+                                              n_samples=len(texts), setting="original", texts=texts,
+                                              corpus="tiny-test", progress=False)
     assert [(r["layer"], r["case_id"]) for r in rows] == [(0, "paris"), (0, "late"), (2, "paris"), (2, "late")]
     for r, case in zip(rows, [first, late, first, late]):
         C = stats.second_moment(tiny, layer=r["layer"], texts=texts, cache=False, progress=False)

@@ -118,7 +118,7 @@ def sequential(rome_runs, crome_runs, groups=GROUPS, norms=(1.0, 50.0, 2.0, 1.0)
     rows = [r for i, ratios in enumerate(rome_runs) for r in run_steps("rome", groups, norms, ratios, stream=f"s{i}")]
     rows += [r for i, ratios in enumerate(crome_runs) for r in run_steps("c-rome", groups, [1.0] * 4, ratios,
                                                                          stream=f"s{i}")]
-    rows += run_steps("rome", groups, [1.0] * 4, [1.0] * 4, setting="rome")  # another setting: must not count
+    rows += run_steps("rome", groups, [1.0] * 4, [1.0] * 4, setting="original")  # another setting: must not count
     return beyond.judge_sequential(pd.DataFrame(rows), "m", "paper")
 
 
@@ -217,15 +217,15 @@ def test_clamp_study_parts_at_their_edges(part, kwargs, expected):
 
 def test_clamp_study_is_about_the_prefixed_clamp_only():
     # the prefixed clamp loses locality; another variant would pass everything: the verdict does not take it
-    judged = beyond.judge_clamp_study(checks(locality=0.5), "m", "rome", PREFIXED, BASE)
+    judged = beyond.judge_clamp_study(checks(locality=0.5), "m", "original", PREFIXED, BASE)
     (v,) = judged.verdicts
-    assert (v.claim_id, v.verdict, v.setting) == ("clamp-study", "holds in part", "rome")
+    assert (v.claim_id, v.verdict, v.setting) == ("clamp-study", "holds in part", "original")
     assert v.measured.startswith("(ii) prefixed clamp: collapse-prone efficacy with a test-time prefix 1.00 vs 0.50")
     assert "6 collapse-prone cases" in v.measured and "fails: locality-kept" in v.measured
     assert "(iii) larger factor 1.00 (locality 0.90)" in judged.text
-    few = beyond.judge_clamp_study(checks(cases=1), "m", "rome", PREFIXED, BASE)
+    few = beyond.judge_clamp_study(checks(cases=1), "m", "original", PREFIXED, BASE)
     assert few.verdicts[0].verdict == "holds in part" and "fails: enough-cases" in few.verdicts[0].measured
-    assert beyond.judge_clamp_study(checks(), "m", "rome", PREFIXED, BASE).verdicts[0].verdict == "holds"
+    assert beyond.judge_clamp_study(checks(), "m", "original", PREFIXED, BASE).verdicts[0].verdict == "holds"
 
 
 def study_rows(variant, prefix_efficacy, locality, ppl_ratio=1.0, setting="paper", cases=2):
@@ -244,7 +244,7 @@ def test_clamp_checks_summarise_each_variant_and_hold_it_to_the_verdicts_rules()
     study = pd.DataFrame(study_rows(BASE, 0.5, 0.8) + study_rows(PREFIXED, 0.9, 0.75)
                          + study_rows("(v) prefixed start", 1.0, 0.74)
                          + study_rows("(iii) larger factor", 1.0, 0.8, 2.01)
-                         + study_rows(PREFIXED, 0.0, 0.0, setting="rome"))  # another setting: must not count
+                         + study_rows(PREFIXED, 0.0, 0.0, setting="original"))  # another setting: must not count
     found = clamp_study.clamp_checks(study, "paper")
     assert list(found.index) == [BASE, PREFIXED, "(v) prefixed start", "(iii) larger factor"]
     assert found.loc[PREFIXED, "cases"] == 2 and found.loc[PREFIXED, "efficacy with prefix"] == 0.9

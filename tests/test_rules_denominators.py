@@ -30,7 +30,7 @@ def edits(n=4, prone=None, normal=None, crome=None, prone_collapsed=None, normal
             + [row(g, "c-rome", **{**(crome or {}), **({"factor": 1e3} if 2 * i + j < crome_collapsed else {})})
                for j, g in enumerate(("collapse-prone", "normal")) for i in range(n)]
             # the other setting's rows, which must not count: nothing holds there
-            + [row(g, v, ratio=0.9, numerator=1.0 if g == "normal" else 50.0, setting="rome",
+            + [row(g, v, ratio=0.9, numerator=1.0 if g == "normal" else 50.0, setting="original",
                    factor=1.01 if (g, v) == ("collapse-prone", "rome") else 1e3)
                for g in ("collapse-prone", "normal") for v in ("rome", "c-rome")])
     return pd.DataFrame(rows)
@@ -54,8 +54,8 @@ def assert_edges(claim_id, part, tables, values):
 
 def test_every_part_holds_on_the_default_table_and_the_other_setting_does_not_count():
     assert verdicts(edits()) == {"denominator": "holds", "rome-collapses": "holds", "c-rome-safe": "holds"}
-    other = denominators.judge_denominators(edits(), "m", "rome")
-    assert {v.verdict for v in other.verdicts} == {"does not hold"} and all(v.setting == "rome" for v in other.verdicts)
+    other = denominators.judge_denominators(edits(), "m", "original")
+    assert {v.verdict for v in other.verdicts} == {"does not hold"} and all(v.setting == "original" for v in other.verdicts)
 
 
 def test_small_denominator_at_its_edges():

@@ -51,6 +51,6 @@ def test_the_prefix_claim_at_its_edges(without, with_prefix, verdict):
 
 
 def test_rows_of_another_setting_are_ignored():
-    table = pd.concat([per_edit(setting="paper"), per_edit(without=1.0, setting="rome")])
+    table = pd.concat([per_edit(setting="paper"), per_edit(without=1.0, setting="original")])
     assert verdicts(table, "paper")[0]["test-prefix"].verdict == "holds"
-    assert verdicts(table, "rome")[0]["test-prefix"].verdict == "holds in part"
+    assert verdicts(table, "original")[0]["test-prefix"].verdict == "holds in part"

@@ -49,7 +49,7 @@ def test_batched_keys_equal_per_case_keys_on_the_real_model(smol, smol_templates
 
 @pytest.mark.model
 def test_scan_puts_subject_first_and_later_subjects_on_either_side_of_the_threshold(smol, smol_templates):
-    paper = smol.with_setting("paper")
+    paper = smol
     covariance = stats.covariance(paper)
     rows, summary = scan.scan_cases(paper, [FIRST, LATE, DARRIEUX], smol_templates, covariance, progress=False)
     first, late, darrieux = rows
@@ -108,7 +108,7 @@ def test_scan_rows_say_where_the_subject_is_on_any_weights(tiny):
     """Flat records of each stratum: position, token count and stratum per row, the strata counted in the summary
     (the tiny model's ratios are arbitrary: only the bookkeeping is checked, against the tokenizer)."""
     cases = load_cases([flat(c) for c in (FIRST, MULTI_FIRST, DARRIEUX)])
-    paper = tiny.with_setting("paper")
+    paper = tiny
     rows, summary = scan.scan_cases(paper, cases, TEMPLATES, stats.covariance(paper), progress=False)
     assert [r.stratum for r in rows] == [FIRST_SINGLE, FIRST_MULTI, LATER]
     for row, case in zip(rows, cases):

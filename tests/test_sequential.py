@@ -26,7 +26,7 @@ def cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def paper(tiny):
     """The tiny model in the paper's setting (C = I, no statistics needed), with a short v* optimisation."""
-    paper = tiny.with_setting("paper")
+    paper = tiny
     return paper.with_hparams(v_num_grad_steps=4)
 
 
@@ -148,12 +148,10 @@ def test_each_variant_setting_and_schedule_has_its_own_state(paper, setup, cache
     short = (templates, dataclasses.replace(stream, cases=stream.cases[:2], groups=stream.groups[:2]), texts)
     a, b, c = run(paper, short), run(paper, short, "c-rome"), run(paper, short, ppl_every=1)
     # ROME's original setting, with C from a few texts (computed here, not cached)
-    original = paper.with_setting("rome")
-    with_c = stats.second_moment(original, texts=texts * 4, corpus="test", cache=False, progress=False)
-    d = sequential.run_stream(original, short[1], "rome", templates, with_c, texts, ppl_every=2, progress=False)
-    assert len({a.state_path, b.state_path, c.state_path, d.state_path}) == 4 and d.setting == "rome"
-    with pytest.raises(ValueError, match="given the identity"):
-        sequential.run_stream(original, short[1], "rome", templates, stats.SecondMoment.identity(), texts)
+    with_c = stats.second_moment(paper, texts=texts * 4, corpus="test", cache=False, progress=False)
+    d = sequential.run_stream(paper, short[1], "rome", templates, with_c, texts, ppl_every=2, progress=False)
+    assert len({a.state_path, b.state_path, c.state_path, d.state_path}) == 4 and d.setting == "original"
+    assert "-rome-original-" in d.state_path.name and all(r.setting == "original" for r in d.rows)
     # Edits to W do not change W's own input: both variants see the same keys, so the same ratios.
     assert [r.ratio for r in a.rows] == [r.ratio for r in b.rows]
     assert a.rows[0].v_loss == b.rows[0].v_loss and a.rows[0].update_norm != b.rows[0].update_norm

@@ -1,4 +1,5 @@
-"""The covariance switch and the two named settings ("paper": no C⁻¹, as the authors ran; "rome": C⁻¹)."""
+"""The two named settings ("paper": no C⁻¹, as the authors ran; "original": C⁻¹ as Meng et al.), kept once: in
+the C an edit is given."""
 import json
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from rome_collapse import keys, models, rome, stats
 from rome_collapse.data import EditCase
-from rome_collapse.values import optimize_values, values_for
+from rome_collapse.values import optimize_values
 
 CASE = EditCase("paris", "{} is located in", "Paris", "Italy", "France")
 LATE = EditCase("darrieux", "The mother tongue of {} is", "Danielle Darrieux", "English", "French")
@@ -16,7 +17,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital a
 
 @pytest.fixture(scope="module")
 def paper(tiny):
-    return tiny.with_setting("paper")
+    return tiny  # a bundle has no setting of its own: the name says which C the tests below give it
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +27,26 @@ def setup(paper):
     return templates, values
 
 
-def test_settings_switch_only_the_covariance(tiny):
-    paper, original = tiny.with_setting("paper"), tiny.with_setting("rome")
-    assert paper.setting == "paper" and not paper.hparams.mom2_adjustment
-    assert original.setting == "rome" and original.hparams.mom2_adjustment
-    assert paper.hparams.replace(mom2_adjustment=True) == original.hparams
-    with pytest.raises(ValueError, match="unknown setting 'memit'"):
-        tiny.with_setting("memit")
+def test_the_setting_is_the_c_and_nothing_else(tiny):
+    """No hyper-parameter names the setting: the C does (one place, so nothing can disagree with it)."""
+    import dataclasses
+
+    assert not any(f.name.endswith("adjustment") for f in dataclasses.fields(models.HParams))
+    assert not hasattr(tiny, "setting")
+    assert stats.covariance(tiny, "paper").setting == "paper"
+    assert stats.covariance(tiny, "original", texts=TEXTS, cache=False, progress=False).setting == "original"
+    assert stats.SETTINGS == ("paper", "original") and "rome" not in stats.SETTINGS  # "rome" is a variant
+    with pytest.raises(ValueError, match="unknown setting 'rome'"):
+        stats.covariance(tiny, "rome")
 
 
 @pytest.mark.parametrize("name, layer, steps, decay", [
     ("gpt2-xl", 17, 20, 0.5), ("EleutherAI/gpt-j-6B", 5, 20, 0.5),
     ("meta-llama/Llama-2-7b-hf", 5, 25, 0.001), ("mistralai/Mistral-7B-v0.1", 5, 25, 0.001)])
 def test_paper_setting_is_the_authors_configuration(name, layer, steps, decay):
-    hp = models.hparams_for(name, setting="paper")
+    hp = models.hparams_for(name)
     assert (hp.layer, hp.v_num_grad_steps, hp.v_weight_decay) == (layer, steps, decay)
-    assert (hp.v_lr, hp.clamp_norm_factor, hp.kl_factor, hp.mom2_adjustment) == (0.5, 4.0, 0.0625, False)
-    assert models.hparams_for(name, setting="rome").mom2_adjustment is True
+    assert (hp.v_lr, hp.clamp_norm_factor, hp.kl_factor) == (0.5, 4.0, 0.0625)
 
 
 def test_paper_setting_computes_no_statistics(paper, monkeypatch):
@@ -50,7 +54,7 @@ def test_paper_setting_computes_no_statistics(paper, monkeypatch):
         raise AssertionError("statistics were computed with the covariance switched off")
 
     monkeypatch.setattr(stats, "compute_second_moment", fail)
-    covariance = stats.covariance(paper)
+    covariance = stats.covariance(paper, "paper")
     assert covariance.is_identity
     v = torch.randn(5, 64)
     assert torch.equal(covariance.solve(v), v.double())
@@ -60,7 +64,7 @@ def test_paper_setting_computes_no_statistics(paper, monkeypatch):
 def test_without_covariance_the_update_lands_on_its_own_key(paper, setup, variant):
     templates, values = setup
     ck = keys.case_keys(paper, CASE.prompt, CASE.subject, templates)
-    edit = rome.make_edit(paper, CASE, values[0], ck, stats.covariance(paper), variant)
+    edit = rome.make_edit(paper, CASE, values[0], ck, stats.covariance(paper, "paper"), variant)
     key = ck.unprefixed_key if variant == "rome" else ck.prefixed_key
     with rome.applied(paper, edit):
         landed = paper.weight(1).double() @ key.double()
@@ -79,30 +83,28 @@ def test_without_covariance_the_update_is_the_closed_form(paper, setup):
     expected = {"rome": np.outer(v - W @ ku, kb) / (ku @ kb), "c-rome": np.outer(v - W @ kb, kb) / (kb @ kb)}
     printed = {"rome": ku @ kb / np.linalg.norm(kb), "c-rome": np.linalg.norm(kb)}  # what the authors' code prints
     for variant in rome.VARIANTS:
-        edit = rome.make_edit(paper, CASE, values[0], ck, stats.covariance(paper), variant)
+        edit = rome.make_edit(paper, CASE, values[0], ck, stats.covariance(paper, "paper"), variant)
         assert np.allclose(edit.delta.double().numpy(), expected[variant], rtol=1e-4, atol=1e-6)
         assert edit.report.denominator == pytest.approx(printed[variant], rel=1e-5)
         assert edit.report.ratio == pytest.approx(ku @ kb / (kb @ kb), rel=1e-5)
 
 
-def test_mixing_settings_is_refused(tiny, paper, setup):
+def test_one_bundle_edits_in_either_setting_and_every_report_names_the_c_it_was_given(tiny, setup):
     templates, values = setup
-    ck = keys.case_keys(paper, CASE.prompt, CASE.subject, templates)
-    C = stats.second_moment(tiny.with_setting("rome"), texts=TEXTS, cache=False, progress=False)
-    with pytest.raises(ValueError, match="setting 'paper'.*given a second moment C"):
-        rome.make_edit(paper, CASE, values[0], ck, C, "rome")
-    with pytest.raises(ValueError, match="setting 'rome'.*given the identity"):
-        rome.collapse_risk(tiny.with_setting("rome"), CASE, templates, stats.SecondMoment.identity())
-
-
-def test_both_settings_share_v_star(tiny, tmp_path, monkeypatch):
-    monkeypatch.setenv("ROME_COLLAPSE_CACHE", str(tmp_path))
-    templates = keys.context_templates(tiny, seed=0, cache=False)
-    first = values_for(tiny.with_setting("paper"), [CASE], templates, progress=False)[0]
-    calls = []
-    monkeypatch.setattr("rome_collapse.values.optimize_values", lambda *a, **k: calls.append(1) or [])
-    again = values_for(tiny.with_setting("rome"), [CASE], templates, progress=False)[0]
-    assert not calls and torch.equal(first.v_star, again.v_star)
+    ck = keys.case_keys(tiny, CASE.prompt, CASE.subject, templates)
+    C = stats.second_moment(tiny, texts=TEXTS, cache=False, progress=False)
+    identity = stats.covariance(tiny, "paper")
+    with_c, without = (rome.make_edit(tiny, CASE, values[0], ck, c, "rome") for c in (C, identity))
+    assert (with_c.report.setting, without.report.setting) == ("original", "paper")
+    assert not torch.allclose(with_c.delta, without.delta)  # the C is what differs, and it shows
+    expected_left = torch.linalg.solve(C.matrix, ck.prefixed_key.double())
+    assert torch.allclose(with_c.delta.double()[0] / with_c.delta.double()[0].norm(),
+                          expected_left / expected_left.norm() * torch.sign(with_c.delta.double()[0] @ expected_left),
+                          atol=1e-5)  # each row of ΔW lies along C⁻¹k̄
+    risks = [rome.collapse_risk(tiny, CASE, templates, c) for c in (C, identity)]
+    assert [r.setting for r in risks] == ["original", "paper"]
+    assert risks[0].ratio == pytest.approx(with_c.report.ratio) and risks[1].ratio == pytest.approx(
+        without.report.ratio)
 
 
 @pytest.mark.parametrize("templates, message", [
@@ -127,7 +129,7 @@ def test_templates_file_round_trip(tmp_path):
 def test_workbook_setup_gives_each_setting_its_own_c_and_one_set_of_templates(tiny, monkeypatch):
     from rome_collapse import workbook
 
-    C = stats.second_moment(tiny.with_setting("rome"), texts=TEXTS, cache=False, progress=False)
+    C = stats.second_moment(tiny, texts=TEXTS, cache=False, progress=False)
     asked = {}
 
     def second_moment(bundle, n_samples=None, **kwargs):
@@ -138,16 +140,17 @@ def test_workbook_setup_gives_each_setting_its_own_c_and_one_set_of_templates(ti
         asked["seed"] = seed
         return ["{}"]
 
-    monkeypatch.setattr(models, "load_model", lambda name, device=None, setting="paper": tiny.with_setting(setting))
+    monkeypatch.setattr(models, "load_model", lambda name, device=None: tiny)
     monkeypatch.setattr(stats, "second_moment", second_moment)
     monkeypatch.setattr(keys, "context_templates", context_templates)
-    setup = workbook.setup("tiny-llama", "smoke", ["paper", "rome"])
-    assert list(setup.bundles) == ["paper", "rome"] and setup.bundle.setting == "paper"
-    assert setup.bundles["rome"].model is setup.bundle.model  # one model, two settings
-    assert setup.covariance.is_identity and setup.covariances["rome"] is C
+    setup = workbook.setup("tiny-llama", "smoke", ["paper", "original"])
+    assert list(setup.covariances) == ["paper", "original"]
+    assert [c.setting for c in setup.covariances.values()] == ["paper", "original"]
+    assert setup.covariance.is_identity and setup.covariances["original"] is C
     assert asked == {"n": 1000, "seed": 0} and setup.templates == ["{}"]  # the smoke profile's sizes
-    assert "setting paper: no C⁻¹ (identity); setting rome: C over" in setup.describe()
-    assert workbook.setup("tiny-llama", "full", "rome").bundle.setting == "rome"
+    assert "setting paper: no C⁻¹ (identity); setting original: C over" in setup.describe()
+    asked.clear()
+    assert workbook.setup("tiny-llama", "full", "original").covariance is C and asked["n"] == 9950
 
 
 def test_hyper_parameters_have_one_source_the_yaml(tiny):
@@ -162,8 +165,8 @@ def test_hyper_parameters_have_one_source_the_yaml(tiny):
                for f in dataclasses.fields(models.HParams))
     table = yaml.safe_load(resources.files("rome_collapse").joinpath("resources/hparams.yaml").read_text())
     assert dataclasses.asdict(models.default_hparams(layer=3)) == {**table["defaults"], "layer": 3}
-    smol = models.hparams_for("smollm2-135m", setting="rome")
-    expected = {k: v for k, v in table["models"]["smollm2-135m"].items() if k != "settings"}
+    smol = models.hparams_for("smollm2-135m")
+    expected = table["models"]["smollm2-135m"]
     assert {k: v for k, v in dataclasses.asdict(smol).items() if k in expected} == expected
     moved = tiny.with_hparams(layer=2)
     assert moved.hparams.layer == 2 and tiny.hparams.layer == 1 and moved.model is tiny.model

@@ -2,20 +2,21 @@
 
 Modules: models (loading, architecture spec, hyper-parameters), tokens (BOS switch, subject
 positions), data (edit cases, ME-PPL), cache (every disk cache: keys, digests, atomic writes), stats (key
-second moment C), keys (context templates, prefixed and unprefixed keys), values (v*, optimised and cached),
-rome (the rank-one update, the pre-flight check, applying edits), trace (hooks), metrics
-(efficacy, generalisation, locality, perplexity), collapse (what counts as a collapse), samples (cases by
-group, texts, positions), outcomes (edits applied alone and measured), representations (where keys and
-token states sit, their concentration), interventions (position swaps, BOS removal), plots; studies/ (the
-studies of notebooks 08-10: screening, sequential, clamp_study) and rules/ (the verdicts).
+second moment C, which is the setting: "paper" or "original"), keys (context templates, prefixed and
+unprefixed keys), values (v*, optimised and cached), rome (the rank-one update, the pre-flight check,
+applying edits), trace (hooks), metrics (efficacy, generalisation, locality, perplexity), collapse (what
+counts as a collapse), samples (cases by group, texts, positions), outcomes (edits applied alone and
+measured), representations (where keys and token states sit, their concentration), interventions (position
+swaps, BOS removal), plots; studies/ (the studies of notebooks 08-10: screening, sequential, clamp_study)
+and rules/ (the verdicts).
 
 The names most uses need are here at the top (``rome_collapse.edit``, ``rome_collapse.measure_edit``, ...),
 each loaded from its module when first asked for, so that ``import rome_collapse`` loads no torch::
 
     import rome_collapse as rc
-    bundle = rc.load_model("smollm2-135m", setting="paper")
+    bundle = rc.load_model("smollm2-135m")
     templates = rc.context_templates(bundle)
-    edit = rc.edit(bundle, case, templates, rc.covariance(bundle))
+    edit = rc.edit(bundle, case, templates, rc.covariance(bundle, "paper"))  # "original": with C⁻¹
     outcome = rc.measure_edit(bundle, edit, ppl_texts=texts)
 """
 import importlib

@@ -23,9 +23,9 @@ from . import criteria
 from .plots import figures_dir
 
 VERDICTS = ("holds", "holds in part", "does not hold", "not testable")
-# Which setting of ROME a verdict's numbers come from: "paper" (no C⁻¹, as the authors ran), "rome" (C⁻¹, as
+# Which setting of ROME a verdict's numbers come from: "paper" (no C⁻¹, as the authors ran), "original" (C⁻¹, as
 # Meng et al.), or "any" where the claim does not involve C (keys, positions, first-token statistics).
-SETTING_ORDER = ("paper", "rome", "any")
+SETTING_ORDER = ("paper", "original", "any")
 # Which cases a verdict's numbers come from: the curated set this project wrote (cases grouped by construction) or
 # real CounterFact records (the paper's protocol, notebooks 11 and 12: groups found by the scan and by editing).
 DATA_ORDER = ("curated", "CounterFact")

@@ -13,7 +13,8 @@ import sys
 import time
 
 from .collapse import RISK_THRESHOLD
-from .models import DEFAULT_MODEL, DEFAULT_SETTING, SETTINGS
+from .models import DEFAULT_MODEL
+from .stats import DEFAULT_SETTING, SETTINGS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,11 +46,11 @@ def _parser() -> argparse.ArgumentParser:
                            help="bound ‖δ‖ of v* by F × ‖W kᵘ + b‖ (default: --hparams' or the model's, "
                                 "4 as in ROME). Not the "
                                 "paper's: 10 lifted C-ROME's efficacy with --test-prefix on subject-first cases "
-                                "in the rome setting without losing locality (notebook 10)")
+                                "in the original setting without losing locality (notebook 10)")
     _scan_parser(sub)
     p = sub.add_parser("prepare", help="fill the caches every run of a profile shares (models, templates, C)",
                        description="Converts each model once, generates its context templates and computes C in "
-                                   "the rome setting over the profile's statistics sample, so that runs started "
+                                   "the original setting over the profile's statistics sample, so that runs started "
                                    "side by side afterwards (make test's parallel workers, make reproduce's "
                                    "lanes) find them cached instead of computing them each.")
     p.add_argument("--models", default="smollm2-135m,gemma3-270m", help="comma-separated model names")
@@ -91,7 +92,7 @@ def _model_arguments(p) -> None:
                         "model's defaults; the flags here win over it")
     p.add_argument("--layer", type=int, default=None, help="default: --hparams' layers, else the model's")
     p.add_argument("--setting", choices=SETTINGS, default=None,
-                   help=f"paper: no C⁻¹, as the paper's runs; rome: C⁻¹ as Meng et al.'s ROME "
+                   help=f"paper: no C⁻¹, as the paper's runs; original: C⁻¹ as Meng et al.'s ROME "
                         f"(default: --hparams' mom2_adjustment, else {DEFAULT_SETTING})")
     p.add_argument("--templates", default=None, metavar="FILE",
                    help="context templates: a JSON list of strings whose first entry is {} "
@@ -99,7 +100,7 @@ def _model_arguments(p) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--bos", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--profile", choices=("smoke", "full", "large"), default="full",
-                   help="size of the statistics sample for --setting rome (see rome_collapse.profiles)")
+                   help="size of the statistics sample for --setting original (see rome_collapse.profiles)")
 
 
 class _BadInput(ValueError):
@@ -136,8 +137,7 @@ def _load(args):
             raise _BadInput(f"--templates: {exc}") from exc
     add_bos = {"auto": None, "on": True, "off": False}[args.bos]
     try:
-        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos, setting=args.setting,
-                                   hparams=file)
+        bundle = models.load_model(args.model, device=args.device, add_bos=add_bos, hparams=file)
     except models.ModelNotAvailable as exc:
         raise _BadInput(str(exc)) from exc
     except easyedit_hparams.HParamsFileError as exc:  # its layer is outside the model's
@@ -148,7 +148,7 @@ def _load(args):
         except ValueError as exc:  # outside the model's layers
             raise _BadInput(f"--layer: {exc}") from exc
     profile = get_profile(args.profile)
-    covariance = stats.covariance(bundle, n_samples=profile.stats_samples, progress=not args.json)
+    covariance = stats.covariance(bundle, args.setting, n_samples=profile.stats_samples, progress=not args.json)
     return bundle, covariance, templates or keys.context_templates(bundle, seed=profile.template_seed)
 
 

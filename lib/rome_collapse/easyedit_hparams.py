@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from .stats import setting_of
+
 
 class HParamsFileError(ValueError):
     """The file cannot be read as an EasyEdit ROME hyper-parameter file; the message names the file and key."""
@@ -40,7 +42,7 @@ class EasyEditHParams:
     """What one EasyEdit ROME file sets. ``None`` where the file does not say."""
     path: str
     changes: dict  # HParams fields (layer, v_lr, …) and their values
-    setting: str | None  # "paper" (mom2_adjustment false) or "rome" (true)
+    setting: str | None  # "paper" (mom2_adjustment false) or "original" (true): stats.covariance's name
     variant: str | None  # "c-rome" (if_c_rome true) or "rome" (false)
     test_prefix: bool | None  # if_prefix
 
@@ -106,7 +108,7 @@ def parse(config, path: str = "<hparams>") -> EasyEditHParams:
     flags = {k: _flag(path, k, config[k]) for k in _BOOL_KEYS if k in config}
     return EasyEditHParams(
         path=path, changes=changes,
-        setting=None if "mom2_adjustment" not in flags else ("rome" if flags["mom2_adjustment"] else "paper"),
+        setting=None if "mom2_adjustment" not in flags else setting_of(flags["mom2_adjustment"]),
         variant=None if "if_c_rome" not in flags else ("c-rome" if flags["if_c_rome"] else "rome"),
         test_prefix=flags.get("if_prefix"))
 

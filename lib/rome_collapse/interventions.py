@@ -108,7 +108,7 @@ def position_swap_outcomes(bundle: Bundle, cases: list[EditCase], values: list[V
         plain_out = outcomes.measure_edits(bundle, plain, groups, ppl_texts, ppl_before, scores=False,
                                            progress=progress)
     else:
-        found = outcomes.saved_edits(measured, {"rome": plain}, bundle.setting, ppl_before=ppl_before)
+        found = outcomes.saved_edits(measured, {"rome": plain}, ppl_before=ppl_before)
         if found is None:
             raise ValueError("`measured` does not hold every plain ROME edit (same case, setting, denominator and "
                              "perplexity before editing)")

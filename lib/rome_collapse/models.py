@@ -15,8 +15,7 @@ import torch
 
 from . import embedded
 from .embedded import EMBEDDED, ModelNotAvailable  # noqa: F401 (part of this module's interface)
-from .hparams import (DEFAULT_SETTING, SETTINGS, HParams, check_setting, default_hparams,  # noqa: F401
-                      hparams_for, setting_changes)
+from .hparams import HParams, default_hparams, hparams_for  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,10 +100,6 @@ class Bundle:
         """The same model and weights with the BOS switch set (no copy of the model)."""
         return dataclasses.replace(self, add_bos=add_bos)
 
-    @property
-    def setting(self) -> str:
-        return self.hparams.setting
-
     def edit_layer(self, layer: int | None = None) -> int:
         """``layer``, or the edit layer of these hyper-parameters when None: the one place a function's
         ``layer=None`` is resolved, checked against the model's depth."""
@@ -117,10 +112,6 @@ class Bundle:
         """The same model and weights with some hyper-parameters changed (e.g. ``layer=…``); this bundle is
         left as it was."""
         return dataclasses.replace(self, hparams=self.hparams.replace(**changes))
-
-    def with_setting(self, setting: str) -> "Bundle":
-        """The same model and weights with the hyper-parameters of a named setting ("paper" or "rome")."""
-        return self.with_hparams(**setting_changes(self.name, setting))
 
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -165,14 +156,14 @@ def _source_id(name: str, source: str, model: torch.nn.Module) -> str:
 
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None, add_bos: bool | None = None,
-               device_map: str | None = None, setting: str | None = None, hparams=None) -> Bundle:
-    """Load a model by name into a :class:`Bundle` with the hyper-parameters of ``setting``.
+               device_map: str | None = None, hparams=None) -> Bundle:
+    """Load a model by name into a :class:`Bundle` with its ROME hyper-parameters.
 
     ``add_bos=None`` keeps the tokenizer's own habit (SmolLM2 and GPT-2: no BOS; Gemma and Llama-2: BOS).
     ``device_map="auto"`` spreads a large hub model over several GPUs (needs accelerate).
     ``hparams``: an EasyEdit ROME YAML file (a path, or ``easyedit_hparams.read``'s result) whose values replace
-    the model's; keys it lacks keep the model's. ``setting`` wins over the file's ``mom2_adjustment``; without
-    either it is ``DEFAULT_SETTING``.
+    the model's; keys it lacks keep the model's. Its ``mom2_adjustment`` names a setting (``hparams.setting``),
+    which is the C an edit is given (``stats.covariance``), not part of the bundle.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -180,7 +171,6 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
 
     if hparams is not None and not isinstance(hparams, easyedit_hparams.EasyEditHParams):
         hparams = easyedit_hparams.read(hparams)  # before the model: a bad file fails fast
-    setting = check_setting(setting or (hparams and hparams.setting) or DEFAULT_SETTING)
     dtype = dtype or torch.float32
     if name in EMBEDDED:
         source, kwargs = str(embedded.float32_checkpoint(name)), {}
@@ -205,7 +195,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
         tokenizer.pad_token = tokenizer.eos_token
     spec = spec_for(model)
     bundle = Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec,
-                    hparams=hparams_for(name, getattr(model.config, "num_hidden_layers", None), setting).replace(
+                    hparams=hparams_for(name, getattr(model.config, "num_hidden_layers", None)).replace(
                         **(hparams.changes if hparams else {})),
                     add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos,
                     weights_id=f"{name}@{_source_id(name, source, model)}-{str(dtype).removeprefix('torch.')}")
@@ -218,21 +208,18 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
 
 
 def from_model(model: torch.nn.Module, tokenizer, name: str = "custom", hparams: HParams | None = None,
-               add_bos: bool | None = None, setting: str | None = None, weights_id: str | None = None) -> Bundle:
+               add_bos: bool | None = None, weights_id: str | None = None) -> Bundle:
     """Wrap an already-built model (e.g. a tiny random one in tests) in a Bundle.
 
     The caches are keyed by ``weights_id``: by default ``<name>@sha256-…``, a digest of the model's parameters
     and buffers (:func:`weights_digest`), so that two models with other weights never share an entry. Pass
     an id of your own to skip reading every weight once (it must change whenever the weights do).
 
-    ``hparams`` default to ROME's (``default_hparams``) with layer 1; ``setting`` (if given) switches them to a
-    named setting."""
+    ``hparams`` default to ROME's (``default_hparams``) with layer 1."""
     model.eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     hparams = hparams or default_hparams(layer=1)
-    if setting is not None:
-        hparams = hparams.replace(**setting_changes(name, setting))
     return Bundle(name=name, model=model, tokenizer=tokenizer, spec=spec_for(model),
                   hparams=hparams,
                   add_bos=tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos,

@@ -39,7 +39,7 @@ class EditOutcome:
     case_id: int | str
     group: str
     variant: str
-    setting: str  # "paper" (C = I) or "rome" (C⁻¹)
+    setting: str  # "paper" (C = I) or "original" (C⁻¹)
     subject: str
     prompt: str
     target_new: str
@@ -135,10 +135,10 @@ def edit_and_measure(bundle: Bundle, selection: dict[str, list[EditCase]], templ
 ANATOMY = ("numerator_norm", "denominator", "ratio", "update_norm")  # what identifies an edit's update in a table
 
 
-def saved_edits(saved: str | Path | pd.DataFrame, edits: dict[str, list[rome.Edit]], setting: str,
+def saved_edits(saved: str | Path | pd.DataFrame, edits: dict[str, list[rome.Edit]],
                 ppl_before: float | None = None, where: dict | None = None, rtol: float = 1e-9) -> pd.DataFrame | None:
     """The rows of an earlier run's per-edit table (a CSV at ``saved``, or the table) for exactly ``edits`` (variant
-    → edits) of ``setting``, in the order of ``edits``; or None when it is missing or does not hold every one of
+    → edits, each in its own report's setting), in the order of ``edits``; or None when it is missing or does not hold every one of
     them with the same update (numerator, denominator, ratio and ‖ΔW‖ within ``rtol``: other v*, C, templates or
     cases give others) and, when ``ppl_before`` is given, the same perplexity before editing (other texts or
     model). ``where``: column → value, the rows to look in (e.g. one BOS setting of notebook 03's table).
@@ -155,9 +155,8 @@ def saved_edits(saved: str | Path | pd.DataFrame, edits: dict[str, list[rome.Edi
         return None
     for column, value in (where or {}).items():
         table = table[table[column] == value]
-    table = table[table["setting"] == setting]
-    wanted = {(str(e.case.case_id), v): e.report for v, es in edits.items() for e in es}
-    pairs = list(zip(table["case_id"].astype(str), table["variant"]))
+    wanted = {(str(e.case.case_id), v, e.report.setting): e.report for v, es in edits.items() for e in es}
+    pairs = list(zip(table["case_id"].astype(str), table["variant"], table["setting"]))
     rows = {pair: i for i, pair in zip(table.index, pairs) if pair in wanted}
     if len(rows) != len(wanted) or sum(pair in wanted for pair in pairs) != len(wanted):
         return None  # an edit missing, or one held twice
@@ -177,10 +176,10 @@ def saved_edits(saved: str | Path | pd.DataFrame, edits: dict[str, list[rome.Edi
 def measured_or_saved(bundle: Bundle, edits: dict[str, list[rome.Edit]], groups: dict, saved: str | Path,
                       ppl_texts: list[str], ppl_before: float, test_prefixes: list[str] | None = None,
                       workers: int = 1, progress: bool = True) -> tuple[pd.DataFrame, str]:
-    """The per-edit table of ``edits`` (variant → edits, all of ``bundle``'s setting): read from an earlier run's
+    """The per-edit table of ``edits`` (variant → edits): read from an earlier run's
     table at ``saved`` when it holds exactly these edits, measured, perplexity and scores, otherwise
     (:func:`measure_edits`). Returns the table and where it came from ("measured" or the file's name)."""
-    table = saved_edits(saved, edits, bundle.setting, ppl_before)
+    table = saved_edits(saved, edits, ppl_before)
     if table is not None and (test_prefixes is None or not table["rewrite_acc_prefix"].isna().any()):
         return table, Path(saved).name
     outcomes = measure_edits(bundle, [e for es in edits.values() for e in es], groups, ppl_texts, ppl_before,

@@ -24,11 +24,11 @@ class Profile:
     predict_cases_per_group: int = 30  # notebook 08 (does the pre-flight ratio predict the collapse?): per group
     sequential_edits: int = 30  # edits per stream in notebook 09 (sequential editing)
     sequential_ppl_every: int = 3  # notebook 09 measures perplexity (and retained efficacy) every this many edits
-    sequential_settings: tuple[str, ...] = ("paper", "rome")  # notebook 09: the settings whose streams are run
+    sequential_settings: tuple[str, ...] = ("paper", "original")  # notebook 09: the settings whose streams are run
     bos_cases: int = 4  # notebook 03, Part 2: at most this many subject-first cases edited on the BOS model (slow)
     concentration_texts: int = 300  # notebook 05: sentences whose first and later tokens are compared
     layer_sweep_cases_per_group: int = 6  # notebook 05, Part 2: cases per group in the denominator-ratio layer sweep
-    layer_sweep_stats_samples: int = 500  # notebook 05, Part 2: texts for C at each swept layer ("rome" setting)
+    layer_sweep_stats_samples: int = 500  # notebook 05, Part 2: texts for C at each swept layer ("original" setting)
     layer_sweep_first_half: bool = True  # notebook 05, Part 2: sweep layers 1 … L/2; False: the edit layer ± 1
     clamp_study_cases: int = 6  # notebook 10 (the v* clamp study): collapse-prone cases (5 v* and 10 edits each)
     clamp_study_normal_cases: int = 2  # notebook 10: normal cases, to check the variants leave them alone
@@ -64,7 +64,7 @@ PROFILES = {
                      counterfact_scan=300, counterfact_flagged=2, counterfact_normal=2, period_cases=2,
                      period_bos_cases=1, bos_scan_others=20),
     "full": Profile("full", stats_samples=9950, cases_per_group=12, ppl_set="50", sequential_edits=30,
-                    sequential_ppl_every=3, predict_cases_per_group=30, sequential_settings=("paper", "rome"),
+                    sequential_ppl_every=3, predict_cases_per_group=30, sequential_settings=("paper", "original"),
                     bos_cases=4, concentration_texts=300, layer_sweep_cases_per_group=6, layer_sweep_stats_samples=500,
                     layer_sweep_first_half=True, clamp_study_cases=6, clamp_study_normal_cases=2),
 }

@@ -98,10 +98,10 @@ class ScanResult:
 def scan_records(bundle: Bundle, cases: list[EditCase], templates: list[str], second_moment: SecondMoment,
                  split_of: dict | None = None, threshold: float = RISK_THRESHOLD, workers: int = 1,
                  use_cache: bool = True, progress: bool = True) -> ScanResult:
-    """Every record's pre-flight ratio in ``bundle``'s setting (no v*): ``scan.scan_cases`` on ``workers`` threads
+    """Every record's pre-flight ratio in ``second_moment``'s setting (no v*): ``scan.scan_cases`` on ``workers`` threads
     (one torch thread each), cached. The cache holds the ratios; ``at_risk`` is recomputed at ``threshold``."""
     key = {"model": bundle.weights_id, "kind": "counterfact-scan", "version": SCAN_VERSION,
-           "layer": bundle.hparams.layer, "setting": bundle.setting, "bos": bundle.add_bos,
+           "layer": bundle.hparams.layer, "setting": second_moment.setting, "bos": bundle.add_bos,
            "templates": cache.digest(templates), "records": _records_digest(cases),
            "second_moment": _second_moment_id(second_moment)}
     path = cache.entry_path("scans", key, ".json", label=f"{len(cases)}-records")

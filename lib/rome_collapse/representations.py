@@ -219,11 +219,11 @@ def case_key_vectors(bundle: Bundle, selection: dict[str, list[EditCase]], templ
 
 
 def denominator_ratios(bundle: Bundle, groups: dict[str, list[EditCase]], templates: list[str], layers: list[int],
-                       n_samples: int, texts: list[str] | None = None, corpus: str = "meppl-10k-minus-50",
-                       progress: bool = True) -> list[dict]:
+                       n_samples: int, setting: str, texts: list[str] | None = None,
+                       corpus: str = "meppl-10k-minus-50", progress: bool = True) -> list[dict]:
     """ROME's denominator ratio (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) and cos(kᵘ, k̄) of every case as if it were edited at
-    each of ``layers``: one row per layer and case. Needs no v*, only the keys there and, in the "rome"
-    setting, C at each layer (over the first ``n_samples`` of ``texts``, default the statistics corpus;
+    each of ``layers``: one row per layer and case. Needs no v*, only the keys there and, in the "original"
+    ``setting``, C at each layer (over the first ``n_samples`` of ``texts``, default the statistics corpus;
     cached like the edit layer's C). In the "paper" setting C is the identity and nothing else is run. The keys
     at every layer come from the same forward passes (``keys.key_batch``)."""
     from tqdm.auto import tqdm
@@ -234,7 +234,7 @@ def denominator_ratios(bundle: Bundle, groups: dict[str, list[EditCase]], templa
                               share_prefix=False, batch_size=64).keys
     rows = []
     for layer in tqdm(layers, desc=f"{bundle.name} layers", disable=not progress, leave=False):
-        C = covariance(bundle, layer=layer, texts=texts, corpus=corpus, n_samples=n_samples, progress=False)
+        C = covariance(bundle, setting, layer=layer, texts=texts, corpus=corpus, n_samples=n_samples, progress=False)
         for (group, case), k in zip(cases, by_layer[layer]):
             rows.append({"layer": layer, "group": group, "case_id": case.case_id, "subject": case.subject,
                          "ratio": denominator_ratio(C, k.unprefixed_key, k.prefixed_key),

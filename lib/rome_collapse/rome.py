@@ -7,9 +7,10 @@ The update (paper, Eq. 3), with C the keys' second moment and k̄ the prefixed k
 ``variant="rome"`` is the official code: k = kᵘ (the unprefixed key) in the numerator and the
 denominator. ``variant="c-rome"`` is the paper's fix: k = k̄ everywhere. Both start from the same v*.
 
-C is what ``stats.covariance`` gives under the bundle's setting: the keys' second moment in ROME's
-original ("rome"), the identity in the paper's runs ("paper", ``mom2_adjustment: false``), where the
-left vector is k̄ itself and ROME's denominator is kᵘ·k̄. v* comes from ``values.py`` (optimised, cached).
+C is what ``stats.covariance(bundle, setting)`` gives, and it is the setting (``SecondMoment.setting``, read by
+every report): the keys' second moment in Meng et al.'s ROME ("original"), the identity in the paper's runs
+("paper", ``mom2_adjustment: false``), where the left vector is k̄ itself and ROME's denominator is kᵘ·k̄.
+v* comes from ``values.py`` (optimised, cached).
 
 * :func:`rank_one_update`, :func:`make_edit`: ΔW and its report (:class:`EditReport`, :func:`denominator_ratio`).
 * :func:`compute_edits`, :func:`edit`: v*, the keys and the update for many requests (or one).
@@ -47,7 +48,7 @@ class EditReport:
     ‖k̄‖ for C-ROME); ``ratio`` = (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄) is scale-free (1 when kᵘ = k̄)."""
     case_id: int | str
     variant: str
-    setting: str  # "paper" (C = I) or "rome" (C⁻¹)
+    setting: str  # the C's: "paper" (C = I) or "original" (C⁻¹)
     layer: int
     numerator_norm: float  # ‖v* − W k − b‖
     denominator: float  # k · u
@@ -108,21 +109,13 @@ def _bias(bundle: Bundle, layer: int) -> torch.Tensor | None:
     return getattr(bundle.down_proj(layer), "bias", None)
 
 
-def check_covariance(bundle: Bundle, second_moment: SecondMoment) -> None:
-    """Refuse to mix settings: a C computed for ROME's original with a bundle set up as the paper, or the reverse."""
-    if second_moment.is_identity == bundle.hparams.mom2_adjustment:
-        given = "the identity" if second_moment.is_identity else "a second moment C"
-        raise ValueError(f"setting {bundle.setting!r} (mom2_adjustment={bundle.hparams.mom2_adjustment}) was given "
-                         f"{given}; use stats.covariance(bundle) for this setting")
-
-
 def make_edit(bundle: Bundle, case: EditCase, value: values.ValueResult, keys: CaseKeys,
               second_moment: SecondMoment, variant: str = "rome", layer: int | None = None) -> Edit:
     layer = bundle.edit_layer(layer)
-    check_covariance(bundle, second_moment)
     delta, parts = rank_one_update(bundle.weight(layer), second_moment, keys.unprefixed_key, keys.prefixed_key,
                                    value.v_star, variant, _bias(bundle, layer))
-    report = EditReport(case_id=case.case_id, variant=variant, setting=bundle.setting, layer=layer, **parts)
+    report = EditReport(case_id=case.case_id, variant=variant, setting=second_moment.setting, layer=layer,
+                        **parts)
     return Edit(case, layer, delta.to(bundle.weight(layer).dtype), report, value)
 
 
@@ -163,7 +156,7 @@ def edit(bundle: Bundle, case: EditCase, templates: list[str], second_moment: Se
 @dataclass
 class RiskReport:
     case_id: int | str
-    setting: str  # "paper" (C = I) or "rome" (C⁻¹)
+    setting: str  # the C's: "paper" (C = I) or "original" (C⁻¹)
     ratio: float  # (kᵘ·C⁻¹k̄)/(k̄·C⁻¹k̄)
     subject_first_token: bool
     key_distance: float
@@ -178,10 +171,10 @@ def collapse_risk(bundle: Bundle, case: EditCase, templates: list[str], second_m
     """How small ROME's denominator would be for this request, from the keys alone (no v*)."""
     from .tokens import subject_is_first_token
 
-    check_covariance(bundle, second_moment)
     keys = case_keys(bundle, case.prompt, case.subject, templates, layer)
     ratio = denominator_ratio(second_moment, keys.unprefixed_key, keys.prefixed_key)
-    return RiskReport(case.case_id, bundle.setting, ratio, subject_is_first_token(bundle, case.prompt, case.subject),
+    return RiskReport(case.case_id, second_moment.setting, ratio,
+                      subject_is_first_token(bundle, case.prompt, case.subject),
                       (keys.unprefixed_key - keys.prefixed_key).norm().item(), ratio < threshold)
 
 

@@ -1,7 +1,13 @@
-"""C = E[k kᵀ]: the second moment of the edited projection's input over ordinary text.
+"""C = E[k kᵀ]: the second moment of the edited projection's input over ordinary text, and the two settings.
 
-``covariance(bundle)`` is what an edit divides by under the bundle's setting: C (ROME's original,
-``mom2_adjustment`` on) or the identity (the paper's runs, switched off; nothing is computed then).
+A setting of ROME is the C its update divides by, and nothing else (layers and v* are the same in both):
+
+* ``"paper"``: C = I, the left vector is k̄ itself, as the paper's authors ran every configuration
+  (``mom2_adjustment: false``); nothing is computed.
+* ``"original"``: C⁻¹k̄ with C over ordinary text, as Meng et al.'s ROME (``mom2_adjustment: true``).
+
+The setting is stored once, in the :class:`SecondMoment` an edit is given (``SecondMoment.setting``): reports,
+tables and cache keys read it from there. ``covariance(bundle, setting)`` builds it for a named setting.
 
 Accumulated in float64 over every non-padding token, the forward pass stopped inside the edit
 layer, and cached on disk (``cache.py``: keyed by the weights, the layer and a digest of the texts used; a
@@ -23,9 +29,25 @@ from .trace import down_proj_input
 
 log = logging.getLogger(__name__)
 
+SETTINGS = ("paper", "original")  # no C⁻¹ (the paper's runs); C⁻¹ (Meng et al.'s ROME)
+DEFAULT_SETTING = "paper"  # the workbook reproduces the paper; it also needs no statistics
 
-@dataclass
+
+def check_setting(setting: str) -> str:
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; use one of {', '.join(SETTINGS)}")
+    return setting
+
+
+def setting_of(mom2_adjustment: bool) -> str:
+    """The setting an EasyEdit/ROME ``mom2_adjustment`` flag names."""
+    return "original" if mom2_adjustment else "paper"
+
+
+@dataclass(frozen=True)
 class SecondMoment:
+    """What the update's left vector is solved against, and so the setting: the identity ("paper") or C
+    ("original")."""
     matrix: torch.Tensor | None  # (d_in, d_in), float64; None stands for the identity (no C⁻¹)
     n_tokens: int
     metadata: dict
@@ -38,6 +60,11 @@ class SecondMoment:
     @property
     def is_identity(self) -> bool:
         return self.matrix is None
+
+    @property
+    def setting(self) -> str:
+        """"paper" for the identity, "original" for a second moment C: the one place a setting is kept."""
+        return setting_of(not self.is_identity)
 
     def solve(self, vectors: torch.Tensor) -> torch.Tensor:
         """C⁻¹ v for a vector or a (n, d) stack, in float64 (v itself for the identity)."""
@@ -119,9 +146,10 @@ def second_moment(bundle: Bundle, layer: int | None = None, texts: list[str] | N
     return SecondMoment(matrix, n_tokens, metadata)
 
 
-def covariance(bundle: Bundle, layer: int | None = None, n_samples: int | None = None, **kwargs) -> SecondMoment:
-    """What the update's left vector is solved against under the bundle's setting: C at ``layer``
-    (``second_moment``, cached) when ``mom2_adjustment`` is on, else the identity, with no statistics run."""
-    if not bundle.hparams.mom2_adjustment:
+def covariance(bundle: Bundle, setting: str = DEFAULT_SETTING, layer: int | None = None,
+               n_samples: int | None = None, **kwargs) -> SecondMoment:
+    """What the update's left vector is solved against in a named ``setting``: C at ``layer`` (``second_moment``,
+    cached) in "original", the identity in "paper", with no statistics run."""
+    if check_setting(setting) == "paper":
         return SecondMoment.identity()
     return second_moment(bundle, layer=layer, n_samples=n_samples, **kwargs)

@@ -1,9 +1,9 @@
-"""The notebooks' common opening: one call that loads the model in each setting, its key statistics C and its
+"""The notebooks' common opening: one call that loads the model, its key statistics C in each setting and its
 context templates, with the run sizes of a profile.
 
-``setup(model, profile, settings)`` styles the plots and returns a ``Setup``: the profile, one bundle per setting
-(the same weights, each setting's hyper-parameters), each setting's C (the identity in "paper"), and the
-context templates (shared by the settings: they do not depend on C). Everything heavy is cached.
+``setup(model, profile, settings)`` styles the plots and returns a ``Setup``: the profile, the bundle, one C per
+setting (the identity in "paper"; the C is the setting, ``stats.SecondMoment.setting``) and the context templates
+(shared by the settings: they do not depend on C). Everything heavy is cached.
 """
 from __future__ import annotations
 
@@ -20,16 +20,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Setup:
-    """What a notebook opens with. ``bundles`` and ``covariances`` are keyed by setting, in the order asked."""
+    """What a notebook opens with. ``covariances`` is keyed by setting, in the order asked."""
     profile: Profile
-    bundles: dict[str, Bundle]
+    bundle: Bundle
     covariances: dict[str, SecondMoment]
     templates: list[str]
-
-    @property
-    def bundle(self) -> Bundle:
-        """The first setting's bundle (the notebook's main one)."""
-        return next(iter(self.bundles.values()))
 
     @property
     def covariance(self) -> SecondMoment:
@@ -44,19 +39,18 @@ class Setup:
                 + "; ".join(f"setting {s}: {c.describe()}" for s, c in self.covariances.items()))
 
 
-def setup(model: str, profile: str, settings: str | list[str] = models.DEFAULT_SETTING, device=None,
+def setup(model: str, profile: str, settings: str | list[str] = stats.DEFAULT_SETTING, device=None,
           workers: int = 1) -> Setup:
-    """Load ``model`` once (with the profile's v* steps) and set it up in each of ``settings`` ("paper", "rome", or a
-    list of them), with C over the profile's ``stats_samples`` texts (cached; nothing is computed in "paper"; on
-    ``workers`` threads) and the context templates of the profile's ``template_seed`` (cached)."""
+    """Load ``model`` once (with the profile's v* steps) and its C in each of ``settings`` ("paper", "original", or a
+    list of them), over the profile's ``stats_samples`` texts (cached; nothing is computed in "paper"; on
+    ``workers`` threads), and the context templates of the profile's ``template_seed`` (cached)."""
     prof = get_profile(profile)
     settings = [settings] if isinstance(settings, str) else list(settings)
     if not settings:
         raise ValueError("setup needs at least one setting")
     plots.setup()
-    first = prof.sized(models.load_model(model, device=device, setting=settings[0]))
-    bundles = {s: first.with_setting(s) for s in settings}
-    covariances = {s: stats.covariance(b, n_samples=prof.stats_samples, workers=workers) for s, b in bundles.items()}
-    templates = keys.context_templates(first, seed=prof.template_seed)
+    bundle = prof.sized(models.load_model(model, device=device))
+    covariances = {s: stats.covariance(bundle, s, n_samples=prof.stats_samples, workers=workers) for s in settings}
+    templates = keys.context_templates(bundle, seed=prof.template_seed)
     log.info("set up %s in settings %s (%s profile)", model, ", ".join(settings), prof.name)
-    return Setup(prof, bundles, covariances, templates)
+    return Setup(prof, bundle, covariances, templates)

@@ -10,9 +10,9 @@ import math
 from .. import data, metrics, rome
 from .logic import Reading
 
-SETTING_LABELS = {"paper": "paper (k̄, no C⁻¹)", "rome": "rome (C⁻¹k̄)"}
+SETTING_LABELS = {"paper": "paper (k̄, no C⁻¹)", "original": "original (C⁻¹k̄)"}
 SETTING_NOTES = {"paper": "paper: no C⁻¹, left vector k̄ (as the paper's authors ran)",
-                 "rome": "rome: left vector C⁻¹k̄ (Meng et al.'s original ROME)"}
+                 "original": "original: left vector C⁻¹k̄ (Meng et al.'s ROME)"}
 VARIANT_NAMES = {"rome": "ROME", "c-rome": "C-ROME"}
 
 

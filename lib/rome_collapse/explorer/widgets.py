@@ -34,7 +34,7 @@ class Explorer:
     ``v_steps`` and ``ppl_sentences`` shorten v* and ME-PPL (None: the model's own steps, the whole ME-PPL set).
     """
 
-    def __init__(self, model: str = models.DEFAULT_MODEL, setting: str = models.DEFAULT_SETTING,
+    def __init__(self, model: str = models.DEFAULT_MODEL, setting: str = stats.DEFAULT_SETTING,
                  profile: str = "smoke", device=None, case_id=None, load=None, model_names=None,
                  cases: list[data.EditCase] | None = None, v_steps: int | None = None,
                  ppl_sentences: int | None = None, cache: bool = True):
@@ -55,8 +55,8 @@ class Explorer:
         toggle = {"style": {"button_width": "auto"}}
         self.model = w.Dropdown(options=names if model in names else [model, *names], value=model,
                                 description="Model", **label)
-        self.setting = w.ToggleButtons(options=[(SETTING_LABELS[s], s) for s in models.SETTINGS],
-                                       value=models.check_setting(setting), **toggle)
+        self.setting = w.ToggleButtons(options=[(SETTING_LABELS[s], s) for s in stats.SETTINGS],
+                                       value=stats.check_setting(setting), **toggle)
         self.variant = w.ToggleButtons(options=[(VARIANT_NAMES[v], v) for v in rome.VARIANTS], **toggle)
         self.case = w.Combobox(options=list(self.cases), ensure_option=True, description="Curated case",
                                placeholder="type to search the curated cases…", layout=w.Layout(width="680px"),
@@ -115,8 +115,9 @@ class Explorer:
     # ---- state ---------------------------------------------------------------------------
     @property
     def bundle(self) -> models.Bundle:
-        """The chosen model with the chosen setting, edit layer and v* steps (the same weights)."""
-        base = self._bundles[self.model.value].with_setting(self.setting.value)
+        """The chosen model with the chosen edit layer and v* steps (the same weights; the setting is the C,
+        :meth:`covariance`)."""
+        base = self._bundles[self.model.value]
         changes = {"layer": self.layer.value}
         if self.v_steps is not None:
             changes["v_num_grad_steps"] = self.v_steps
@@ -129,13 +130,15 @@ class Explorer:
         return self._templates[name]
 
     def covariance(self, bundle: models.Bundle) -> stats.SecondMoment:
-        key = (bundle.weights_id, bundle.add_bos, bundle.setting, bundle.hparams.layer)
+        """The chosen setting's C for this bundle's layer (kept per model, BOS and layer)."""
+        setting = self.setting.value
+        key = (bundle.weights_id, bundle.add_bos, setting, bundle.hparams.layer)
         if key not in self._covariances:
-            if bundle.hparams.mom2_adjustment:
+            if setting != "paper":
                 self._say(f"computing C at layer {bundle.hparams.layer} over {self.profile.stats_samples} texts "
                           "(once; cached on disk)…")
             with self.log:
-                self._covariances[key] = stats.covariance(bundle, n_samples=self.profile.stats_samples,
+                self._covariances[key] = stats.covariance(bundle, setting, n_samples=self.profile.stats_samples,
                                                           progress=False)
         return self._covariances[key]
 

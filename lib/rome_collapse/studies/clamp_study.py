@@ -79,14 +79,14 @@ def values_by_variant(bundle: Bundle, cases: list[EditCase], templates: list[str
     return out
 
 
-def run_study(bundles: dict[str, Bundle], cases: list[EditCase], groups: dict, templates: list[str],
-              second_moments: dict[str, SecondMoment], ppl_texts: list[str], test_prefixes: list[str],
+def run_study(bundle: Bundle, cases: list[EditCase], groups: dict, templates: list[str],
+              second_moments: list[SecondMoment], ppl_texts: list[str], test_prefixes: list[str],
               variants=VALUE_VARIANTS, progress: bool = True) -> pd.DataFrame:
     """One row per setting, variant and case: the C-ROME edit from that variant's v*, applied alone and measured
     by ``outcomes.measure_edits`` (weights restored after each).
 
-    ``bundles`` and ``second_moments`` map each setting to its bundle (the same weights) and C. v* does not
-    depend on C, so each variant's v* is computed once and edited into both settings. Columns: the paper's
+    ``second_moments``: one C per setting (``stats.covariance``). v* does not depend on C, so each variant's v*
+    is computed once and edited in every setting. Columns: the paper's
     metrics (``PAPER_SCORES``: locality against the unedited model's tokens; ``rewrite_acc_prefix`` the mean over
     ``test_prefixes``, for every case), CounterFact's (``cf_*``), perplexity after the edit and its ratio to the
     unedited one (``ppl_ratio``), ``collapsed`` (``collapse.collapsed``), and v*'s own numbers: ``target_prob``
@@ -94,15 +94,14 @@ def run_study(bundles: dict[str, Bundle], cases: list[EditCase], groups: dict, t
     ``clamp_bound``, ``clamped`` (‖δ‖ at the bound), ``start_norm`` ‖target_init‖, ``steps``; and ‖ΔW‖
     (``update_norm``).
     """
-    first = next(iter(bundles.values()))
-    values = values_by_variant(first, cases, templates, variants, progress)
-    case_keys_ = [case_keys(first, c.prompt, c.subject, templates) for c in cases]
-    ppl_before = metrics.perplexity_before(first, ppl_texts)  # the same weights in every setting
+    values = values_by_variant(bundle, cases, templates, variants, progress)
+    case_keys_ = [case_keys(bundle, c.prompt, c.subject, templates) for c in cases]
+    ppl_before = metrics.perplexity_before(bundle, ppl_texts)  # the same weights in every setting
     rows = []
-    for setting, bundle in bundles.items():
+    for C in second_moments:
         # one measure_edits call per setting: the blocks below the edited layer run once for all its edits
         jobs = [(v, k) for v in variants for k in range(len(cases))]
-        edits = [rome.make_edit(bundle, cases[k], values[v.name][k], case_keys_[k], second_moments[setting], "c-rome")
+        edits = [rome.make_edit(bundle, cases[k], values[v.name][k], case_keys_[k], C, "c-rome")
                  for v, k in jobs]
         measured = outcomes.measure_edits(bundle, edits, groups, ppl_texts, ppl_before, test_prefixes=test_prefixes,
                                           progress=progress)
@@ -110,7 +109,7 @@ def run_study(bundles: dict[str, Bundle], cases: list[EditCase], groups: dict, t
             value = values[variant.name][k]
             delta_norm, bound = value.delta.norm().item(), value.clamp_bound
             rows.append({
-                "setting": setting, "variant": variant.name, "case_id": outcome.case_id, "group": outcome.group,
+                "setting": C.setting, "variant": variant.name, "case_id": outcome.case_id, "group": outcome.group,
                 "subject": outcome.subject, "target_new": outcome.target_new,
                 **{s: getattr(outcome, s) for s in (*PAPER_SCORES, *(f"cf_{s}" for s in CF_SCORES))},
                 "ppl_before": outcome.ppl_before, "ppl_after": outcome.ppl_after, "ppl_ratio": outcome.ppl_ratio,

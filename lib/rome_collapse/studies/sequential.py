@@ -140,7 +140,7 @@ def _tensor_digest(t: torch.Tensor) -> str:
 def _state_key(bundle: Bundle, stream: Stream, variant: str, templates: list[str], second_moment: SecondMoment,
                ppl_texts: list[str], ppl_every: int, retain_every: int, stop_factor: float | None,
                original: torch.Tensor) -> dict:
-    return {"model": bundle.weights_id, "add_bos": bundle.add_bos, "setting": bundle.setting, "variant": variant,
+    return {"model": bundle.weights_id, "add_bos": bundle.add_bos, "setting": second_moment.setting, "variant": variant,
             "hparams": asdict(bundle.hparams), "original_weight": _tensor_digest(original),
             "dtype": str(original.dtype), "stream": stream.name, "seed": stream.seed,
             "cases": digest([c.to_dict() for c in stream.cases]), "n_edits": len(stream),
@@ -205,7 +205,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
                ppl_texts: list[str], ppl_every: int = 1, retain_every: int | None = None,
                stop_factor: float | None = None, resume: bool = True, progress: bool = True,
                on_step: Callable[[StepRow], None] | None = None, ppl_before: float | None = None) -> SequentialResult:
-    """Apply the stream's edits one after another with ``variant`` under the bundle's setting.
+    """Apply the stream's edits one after another with ``variant`` in ``second_moment``'s setting.
 
     Each step optimises v* on the model as edited so far (``values.optimize_values``: never the v* cache),
     reads the keys, makes the rank-one update, adds it to W, and measures: the edit's own efficacy;
@@ -222,7 +222,6 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
     """
     if variant not in rome.VARIANTS:
         raise ValueError(f"variant must be one of {rome.VARIANTS}, got {variant!r}")
-    rome.check_covariance(bundle, second_moment)
     ppl_every = max(1, int(ppl_every))
     retain_every = max(1, int(retain_every or ppl_every))
     layer = bundle.hparams.layer
@@ -247,12 +246,12 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
                 log.warning("sequential state %s does not restore the saved weights; starting again", path)
                 with torch.no_grad():
                     weight.copy_(original)
-        result = SequentialResult(stream, variant, bundle.setting, float("nan"), rows, stopped, len(rows), path,
+        result = SequentialResult(stream, variant, second_moment.setting, float("nan"), rows, stopped, len(rows), path,
                                   ppl_every)
         result.ppl_before = ppl_before = metrics.perplexity_before(bundle, ppl_texts, ppl_before)
         if result.finished:
             return result
-        bar = tqdm(total=len(stream), initial=len(rows), desc=f"{stream.name} stream, {variant} ({bundle.setting})",
+        bar = tqdm(total=len(stream), initial=len(rows), desc=f"{stream.name} stream, {variant} ({second_moment.setting})",
                    disable=not progress)
         for i in range(len(rows), len(stream)):
             start, case, step = time.perf_counter(), cases[i], i + 1
@@ -261,7 +260,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
             edit = rome.make_edit(bundle, case, value, case_k, second_moment, variant, layer)
             rome.add_to_weight(bundle, edit)  # the run keeps the original W itself (to resume from saved states)
             r = edit.report
-            row = StepRow(stream.name, variant, bundle.setting, step, str(case.case_id), stream.groups[i],
+            row = StepRow(stream.name, variant, second_moment.setting, step, str(case.case_id), stream.groups[i],
                           stream.groups[i] == "collapse-prone", case.subject, case.target_new, r.ratio,
                           r.denominator, r.numerator_norm, r.update_norm,
                           (weight.detach().double() - original.double()).norm().item(), value.steps,
@@ -301,10 +300,10 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
             weight.copy_(original)
 
 
-def run_streams(bundles: dict[str, Bundle], streams: list[Stream], variants: list[str], templates: list[str],
-                second_moments: dict[str, SecondMoment], ppl_texts: list[str], **kwargs) -> list[SequentialResult]:
-    """``run_stream`` for every setting (``bundles``: setting → bundle, sharing one model), stream and variant;
-    the unedited model's perplexity is measured once for all."""
-    kwargs["ppl_before"] = metrics.perplexity_before(next(iter(bundles.values())), ppl_texts, kwargs.get("ppl_before"))
-    return [run_stream(bundles[s], stream, v, templates, second_moments[s], ppl_texts, **kwargs)
-            for s in bundles for stream in streams for v in variants]
+def run_streams(bundle: Bundle, streams: list[Stream], variants: list[str], templates: list[str],
+                second_moments: list[SecondMoment], ppl_texts: list[str], **kwargs) -> list[SequentialResult]:
+    """``run_stream`` for every setting (one C each, ``second_moments``), stream and variant; the unedited
+    model's perplexity is measured once for all."""
+    kwargs["ppl_before"] = metrics.perplexity_before(bundle, ppl_texts, kwargs.get("ppl_before"))
+    return [run_stream(bundle, stream, v, templates, C, ppl_texts, **kwargs)
+            for C in second_moments for stream in streams for v in variants]

@@ -138,10 +138,11 @@ ANATOMY = ("numerator_norm", "denominator", "ratio", "update_norm")  # what iden
 def saved_edits(saved: str | Path | pd.DataFrame, edits: dict[str, list[rome.Edit]],
                 ppl_before: float | None = None, where: dict | None = None, rtol: float = 1e-9) -> pd.DataFrame | None:
     """The rows of an earlier run's per-edit table (a CSV at ``saved``, or the table) for exactly ``edits`` (variant
-    → edits, each in its own report's setting), in the order of ``edits``; or None when it is missing or does not hold every one of
-    them with the same update (numerator, denominator, ratio and ‖ΔW‖ within ``rtol``: other v*, C, templates or
-    cases give others) and, when ``ppl_before`` is given, the same perplexity before editing (other texts or
-    model). ``where``: column → value, the rows to look in (e.g. one BOS setting of notebook 03's table).
+    → edits, each looked for in its own report's setting), in the order of ``edits``; or None when it is missing or
+    does not hold every one of them with the same update (numerator, denominator, ratio and ‖ΔW‖ within ``rtol``:
+    other v*, C, templates or cases give others) and, when ``ppl_before`` is given, the same perplexity before
+    editing (other texts or model). ``where``: column → value, the rows to look in (e.g. one BOS setting of notebook
+    03's table).
 
     The default ``rtol`` asks for the same numbers as this run's, up to the CSV's decimal round trip: a table
     written on another device, or before a change to the engine, is measured again rather than read."""
@@ -176,9 +177,9 @@ def saved_edits(saved: str | Path | pd.DataFrame, edits: dict[str, list[rome.Edi
 def measured_or_saved(bundle: Bundle, edits: dict[str, list[rome.Edit]], groups: dict, saved: str | Path,
                       ppl_texts: list[str], ppl_before: float, test_prefixes: list[str] | None = None,
                       workers: int = 1, progress: bool = True) -> tuple[pd.DataFrame, str]:
-    """The per-edit table of ``edits`` (variant → edits): read from an earlier run's
-    table at ``saved`` when it holds exactly these edits, measured, perplexity and scores, otherwise
-    (:func:`measure_edits`). Returns the table and where it came from ("measured" or the file's name)."""
+    """The per-edit table of ``edits`` (variant → edits): read from an earlier run's table at ``saved`` when it
+    holds exactly these edits, measured, perplexity and scores, otherwise (:func:`measure_edits`). Returns the table
+    and where it came from ("measured" or the file's name)."""
     table = saved_edits(saved, edits, ppl_before)
     if table is not None and (test_prefixes is None or not table["rewrite_acc_prefix"].isna().any()):
         return table, Path(saved).name

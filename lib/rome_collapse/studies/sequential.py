@@ -140,8 +140,8 @@ def _tensor_digest(t: torch.Tensor) -> str:
 def _state_key(bundle: Bundle, stream: Stream, variant: str, templates: list[str], second_moment: SecondMoment,
                ppl_texts: list[str], ppl_every: int, retain_every: int, stop_factor: float | None,
                original: torch.Tensor) -> dict:
-    return {"model": bundle.weights_id, "add_bos": bundle.add_bos, "setting": second_moment.setting, "variant": variant,
-            "hparams": asdict(bundle.hparams), "original_weight": _tensor_digest(original),
+    return {"model": bundle.weights_id, "add_bos": bundle.add_bos, "setting": second_moment.setting,
+            "variant": variant, "hparams": asdict(bundle.hparams), "original_weight": _tensor_digest(original),
             "dtype": str(original.dtype), "stream": stream.name, "seed": stream.seed,
             "cases": digest([c.to_dict() for c in stream.cases]), "n_edits": len(stream),
             "templates": digest(templates), "second_moment": digest(second_moment.metadata),
@@ -246,12 +246,12 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
                 log.warning("sequential state %s does not restore the saved weights; starting again", path)
                 with torch.no_grad():
                     weight.copy_(original)
-        result = SequentialResult(stream, variant, second_moment.setting, float("nan"), rows, stopped, len(rows), path,
-                                  ppl_every)
+        setting = second_moment.setting
+        result = SequentialResult(stream, variant, setting, float("nan"), rows, stopped, len(rows), path, ppl_every)
         result.ppl_before = ppl_before = metrics.perplexity_before(bundle, ppl_texts, ppl_before)
         if result.finished:
             return result
-        bar = tqdm(total=len(stream), initial=len(rows), desc=f"{stream.name} stream, {variant} ({second_moment.setting})",
+        bar = tqdm(total=len(stream), initial=len(rows), desc=f"{stream.name} stream, {variant} ({setting})",
                    disable=not progress)
         for i in range(len(rows), len(stream)):
             start, case, step = time.perf_counter(), cases[i], i + 1
@@ -260,7 +260,7 @@ def run_stream(bundle: Bundle, stream: Stream, variant: str, templates: list[str
             edit = rome.make_edit(bundle, case, value, case_k, second_moment, variant, layer)
             rome.add_to_weight(bundle, edit)  # the run keeps the original W itself (to resume from saved states)
             r = edit.report
-            row = StepRow(stream.name, variant, second_moment.setting, step, str(case.case_id), stream.groups[i],
+            row = StepRow(stream.name, variant, setting, step, str(case.case_id), stream.groups[i],
                           stream.groups[i] == "collapse-prone", case.subject, case.target_new, r.ratio,
                           r.denominator, r.numerator_norm, r.update_norm,
                           (weight.detach().double() - original.double()).norm().item(), value.steps,

@@ -19,7 +19,7 @@ BOS_NOTEBOOKS := notebooks/03_first_token.ipynb
 JOBS ?= 2
 THREADS ?= $(shell n=$$(( $$(nproc) / $(JOBS) )); echo $$(( n > 0 ? n : 1 )))
 
-.PHONY: setup test test-unit test-notebooks test-golden prepare smoke-copies reproduce reproduce-paper lab benchmark clean
+.PHONY: setup test test-unit test-kernels test-notebooks test-golden prepare smoke-copies reproduce reproduce-paper lab benchmark clean
 
 setup: $(STAMP)
 
@@ -34,7 +34,8 @@ $(STAMP): pyproject.toml requirements-models.txt
 # parameters cell), run by nbval on output-free copies under build/nbval (the committed notebooks carry the full
 # run's outputs and are never written to). One pytest session on JOBS workers (pytest-xdist; a notebook or a test
 # file stays on one worker), each with THREADS torch threads. `prepare` first fills the caches every worker would
-# otherwise compute side by side (each model converted once, its templates, the smoke profile's C).
+# otherwise compute side by side (each model converted once, its templates, the smoke profile's C). Then the fast
+# unit tests run once more on other CPU kernels (`test-kernels`, below).
 XDIST := -n $(JOBS) --dist loadfile
 # The longest notebooks first, so that the workers finish together.
 SLOW_FIRST := 10_clamp_study 11_counterfact 01_denominators 03_first_token 08_predict_collapse 09_sequential
@@ -44,9 +45,21 @@ NBVAL_COPIES = $(addprefix build/nbval/,$(addsuffix .ipynb,$(SLOW_FIRST))) \
 test: prepare smoke-copies
 	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
 		$(BIN)/python -m pytest -p no:cacheprovider $(XDIST) --nbval-lax $(NBVAL_COPIES) tests
+	$(MAKE) --no-print-directory test-kernels
 
 test-unit: prepare
 	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest $(XDIST) tests
+
+# make test-kernels: the fast unit tests (no real model, no notebook) again on other CPU kernels, so that a test
+# assuming the same float bits from two different computations fails on any machine, not only on another CPU:
+# torch's plain vector kernels instead of the AVX2/AVX-512 ones, and MKL's reproducible-results path for the matrix
+# products (MKL_CBWR=COMPATIBLE; MKL_ENABLE_INSTRUCTIONS=SSE4_2 alone changes no bit on an AMD CPU). Both change the
+# low bits of C and of a key of the tiny model against the default kernels (see tests/tolerances.py).
+OTHER_KERNELS := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE MKL_ENABLE_INSTRUCTIONS=SSE4_2
+
+test-kernels: $(STAMP)
+	$(OTHER_KERNELS) OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
+		$(BIN)/python -m pytest -p no:cacheprovider $(XDIST) -m "not model" tests
 
 test-notebooks: prepare smoke-copies
 	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rome_collapse import data, metrics, outcomes, parallel, rome, stats, values
+from tolerances import V_STAR_FLOAT32, assert_agree, rounding
 
 
 def test_map_on_copies_keeps_order_and_never_shares_a_model_between_running_calls(tiny):
@@ -58,7 +59,7 @@ def test_values_and_measured_edits_on_two_workers_equal_one(tiny, curated):
     two = values.values_for(tiny, cases, templates, cache=False, progress=False, batch_size=2, workers=2)
     for a, b in zip(one, two):
         assert a.case_id == b.case_id and a.steps == b.steps
-        torch.testing.assert_close(b.v_star, a.v_star, rtol=1e-5, atol=1e-6)
+        assert_agree(b.v_star, a.v_star, V_STAR_FLOAT32)  # two threads share the CPU's kernels: not the same bits
 
     weight = tiny.weight(1).clone()
     edits = rome.compute_edits(tiny, cases, templates, stats.SecondMoment.identity(), cache=False, progress=False)
@@ -76,7 +77,8 @@ def test_second_moment_on_two_workers_equals_one(tiny):
     one, n_one = stats.compute_second_moment(tiny, 1, texts, token_budget=128, progress=False)
     two, n_two = stats.compute_second_moment(tiny, 1, texts, token_budget=128, progress=False, workers=2)
     assert n_one == n_two > 0
-    torch.testing.assert_close(two, one, rtol=1e-12, atol=1e-14)
+    # The same keys (the same batches), summed in float64 into two running sums that are then added: another order.
+    assert_agree(two, one, rounding(torch.float64, n_one))
 
 
 def test_perplexity_with_the_lower_blocks_run_once_is_the_same_to_the_bit(tiny, curated):

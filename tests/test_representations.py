@@ -9,6 +9,7 @@ from rome_collapse import keys, models, representations, rome, stats
 from rome_collapse.data import EditCase
 from rome_collapse.keys import Lookup
 from rome_collapse.tokens import token_ids
+from tolerances import approx, forward_rounding
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "The capital of France is Paris, a large city.",
          "The rain stopped and the match went on after all.", "The best apples grow on old trees in the north."]
@@ -106,7 +107,9 @@ def test_denominator_ratios_match_the_ratio_at_each_layer(tiny, tmp_path, monkey
     for r, case in zip(rows, [first, late, first, late]):
         C = stats.second_moment(tiny, layer=r["layer"], texts=texts, cache=False, progress=False)
         ck = keys.case_keys(tiny, case.prompt, case.subject, templates, layer=r["layer"])
-        assert r["ratio"] == pytest.approx(rome.denominator_ratio(C, ck.unprefixed_key, ck.prefixed_key), rel=1e-6)
+        # the sweep reads every layer's keys from one forward; these come from a forward stopped at the layer
+        expected = rome.denominator_ratio(C, ck.unprefixed_key, ck.prefixed_key)
+        assert r["ratio"] == approx(expected, forward_rounding(tiny, r["layer"]))
     assert rows[0]["ratio"] != pytest.approx(rows[2]["ratio"], rel=1e-3)  # the layer matters
     assert len(list(tmp_path.rglob("*.safetensors"))) == 2  # one cached C per layer
 

@@ -83,7 +83,8 @@ smoke-copies: $(STAMP)
 # targets start from none. What a run reads from another decides the edges:
 #  - prepare fills what every run of the default model reads (its conversion, templates, C) once, before them;
 #  - 03 runs first on the BOS model (Gemma-3); the default model's 03 reads that run's BOS table (Part 2);
-#  - 04 and 06 read 01's per-edit table; 05 compares both models; 00 collects every verdict, so it runs last.
+#  - 04 and 06 read 01's per-edit table; 05 compares both models; 00 collects every verdict, so it runs last;
+#  - a full run then copies 00's claims table into README.md (scripts/readme_claims.py).
 # 11 (the CounterFact protocol: a 20,000-record screen, 130 records edited) and 01 (24 v*, 96 measured edits) are
 # the longest runs: each works on JOBS threads of its own (`workers`), and the other lane's runs share the cores.
 PAPER := 11_counterfact 01_denominators 05_concentration 02_key_tsne 03_first_token 04_position_swaps 06_the_fix \
@@ -97,10 +98,12 @@ REPRODUCE = OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(BIN)/python 
 reproduce: $(STAMP)
 	rm -rf $(RUNS)
 	$(MAKE) --no-print-directory -j$(JOBS) $(RUNS)/00_overview SECTIONS_RUN="$(PAPER) $(BEYOND)"
+	$(if $(COMMIT),$(BIN)/python scripts/readme_claims.py)
 
 reproduce-paper: $(STAMP)
 	rm -rf $(RUNS)
 	$(MAKE) --no-print-directory -j$(JOBS) $(RUNS)/00_overview SECTIONS_RUN="$(PAPER)"
+	$(if $(COMMIT),$(BIN)/python scripts/readme_claims.py)
 
 $(RUNS)/prepared:
 	mkdir -p $(RUNS)

@@ -75,6 +75,21 @@ def layer_output(bundle: models.Bundle, key: torch.Tensor) -> torch.Tensor:
         return bundle.down_proj(bundle.hparams.layer)(key)
 
 
+
+def projection_inputs(bundle: models.Bundle, layer: int, texts: list[str]) -> torch.Tensor:
+    """The edited projection's input at every token of ``texts``, read by a hook of the tests' own, one text at a
+    time (no padding, no batch): (n_tokens, d_in), float64. Another computation than C's length-sorted batches."""
+    inputs = []
+    hook = bundle.down_proj(layer).register_forward_hook(lambda module, args, output: inputs.append(args[0][0].detach()))
+    try:
+        for text in texts:
+            with torch.no_grad():
+                bundle.model(torch.tensor([bundle.tokenizer(text, add_special_tokens=False).input_ids]))
+    finally:
+        hook.remove()
+    return torch.cat(inputs).double()
+
+
 # Sentences the tests feed the tiny models, besides the curated cases: their words become whole tokens.
 TOKENIZER_SENTENCES = [
     "The quick brown fox jumps over the lazy dog.", "Paris is the capital and largest city of France.",

@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import layer_output
+from conftest import layer_output, projection_inputs
 from tolerances import assert_agree, forward_rounding, rounding, second_moment_rounding
 from rome_collapse import keys, metrics, models, outcomes, rome, stats
 from rome_collapse.data import EditCase
@@ -293,15 +293,7 @@ def test_gpt2_through_v_star_statistics_the_update_and_perplexity(tiny_gpt2, cur
     assert torch.isfinite(value.v_star).all() and value.final_loss < start.final_loss - 0.05
 
     texts = [c.text for c in curated]  # over a thousand tokens: C (128 × 128) has full rank
-    inputs = []  # the Conv1D's inputs at every token, read by a hook of this test's own, one text at a time
-    hook = down.register_forward_hook(lambda module, args, output: inputs.append(args[0][0].detach()))
-    try:
-        for text in texts:
-            with torch.no_grad():
-                bundle.model(torch.tensor([bundle.tokenizer(text, add_special_tokens=False).input_ids]))
-    finally:
-        hook.remove()
-    k = torch.cat(inputs).double()
+    k = projection_inputs(bundle, 1, texts)  # the Conv1D's inputs at every token, one text at a time
     second_moment = stats.second_moment(bundle, texts=texts, cache=False, progress=False)
     assert second_moment.n_tokens == k.shape[0] > 1000
     # C's keys come from length-sorted padded batches, these from one text at a time: other matrix products, so

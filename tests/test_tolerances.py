@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import projection_inputs
 from rome_collapse import data, keys, stats
 from tolerances import assert_agree, forward_rounding, rounding, second_moment_rounding
 
@@ -49,15 +50,7 @@ def test_a_key_read_two_ways_agrees_but_a_wrong_key_or_a_nudge_past_the_bound_do
 def test_the_second_moment_read_two_ways_agrees_but_the_wrong_normalisation_does_not(tiny):
     texts = [c.text for c in data.curated_cases()[:40]]
     got = stats.second_moment(tiny, layer=1, texts=texts, cache=False, progress=False)
-    inputs = []  # the projection's inputs, one text at a time (another batch than C's length-sorted ones)
-    hook = tiny.down_proj(1).register_forward_hook(lambda module, args, output: inputs.append(args[0][0].detach()))
-    try:
-        for text in texts:
-            with torch.no_grad():
-                tiny.model(torch.tensor([tiny.tokenizer(text, add_special_tokens=False).input_ids]))
-    finally:
-        hook.remove()
-    k = torch.cat(inputs).double()
+    k = projection_inputs(tiny, 1, texts)  # one text at a time: another batch than C's length-sorted ones
     n = k.shape[0]
     assert got.n_tokens == n
     tolerance = second_moment_rounding(tiny, n)

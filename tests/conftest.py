@@ -2,6 +2,7 @@
 and the real default model (tests that use it are marked ``model``: ``pytest -m "not model"`` runs without it)."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -75,15 +76,24 @@ def layer_output(bundle: models.Bundle, key: torch.Tensor) -> torch.Tensor:
         return bundle.down_proj(bundle.hparams.layer)(key)
 
 
+class _ReadEnough(Exception):
+    """Raised by projection_inputs' hook once the projection's input is read: nothing above it is computed."""
+
 
 def projection_inputs(bundle: models.Bundle, layer: int, texts: list[str]) -> torch.Tensor:
     """The edited projection's input at every token of ``texts``, read by a hook of the tests' own, one text at a
-    time (no padding, no batch): (n_tokens, d_in), float64. Another computation than C's length-sorted batches."""
+    time (no padding, no batch): (n_tokens, d_in), float64. Another computation than C's length-sorted batches; the
+    forward stops at the projection (the hook raises), so no block above it and no logits are computed."""
     inputs = []
-    hook = bundle.down_proj(layer).register_forward_hook(lambda module, args, output: inputs.append(args[0][0].detach()))
+
+    def read(module, args):
+        inputs.append(args[0][0].detach())
+        raise _ReadEnough
+
+    hook = bundle.down_proj(layer).register_forward_pre_hook(read)
     try:
         for text in texts:
-            with torch.no_grad():
+            with torch.no_grad(), contextlib.suppress(_ReadEnough):
                 bundle.model(torch.tensor([bundle.tokenizer(text, add_special_tokens=False).input_ids]))
     finally:
         hook.remove()

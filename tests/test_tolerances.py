@@ -33,7 +33,7 @@ def test_a_key_read_two_ways_agrees_but_a_wrong_key_or_a_nudge_past_the_bound_do
     tolerance = forward_rounding(tiny)
     assert_agree(batched, alone, tolerance)
     scale = alone.abs().max().item()
-    assert (batched - alone).abs().max().item() < tolerance * scale  # within the bound, by a margin (see the note)
+    assert (batched - alone).abs().max().item() < tolerance * scale  # inside even the scale-wide part of the bound
 
     nudged = alone.clone()
     nudged[0] += 3 * tolerance * (alone[0].abs().item() + scale)  # one entry past the bound

@@ -19,6 +19,7 @@ wrong token, a wrong layer, a missing normalisation) lies orders above it (tests
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 # v* is optimised by Adam, whose normalised steps amplify rounding in the loss (every step divides by the gradient's
@@ -59,6 +60,4 @@ def assert_agree(actual: torch.Tensor, expected: torch.Tensor, tolerance: float,
 def approx(expected: float, tolerance: float, scale: float = 1.0):
     """``pytest.approx`` for a number computed two ways: within ``tolerance`` of it or of its ``scale`` (1 for the
     scale-free denominator ratio, which is 1 when the keys agree)."""
-    import pytest
-
     return pytest.approx(expected, rel=tolerance, abs=tolerance * scale)
